@@ -1,0 +1,144 @@
+"""The TAM-NAS search space as an NNI ``ModelSpace`` (paper Table I) and standalone subnets.
+
+Layout for 32x32 inputs, ``C`` scaled by the width multiplier::
+
+    layer one: 3x3 conv (24) + BN + ReLU
+    layer_0 .. layer_3   choice blocks, 48C, stride 2 then 1
+    layer_4 .. layer_11  choice blocks, 96C, stride 2 then 1
+    layer_12 .. layer_15 choice blocks, 192C, stride 2 then 1
+    head: 1x1 conv 176 + BN + ReLU -> global pool -> SE(176) -> 1x1 conv 920 + ReLU
+          -> 1x1 conv 1024 + ReLU -> FC classes
+
+NOTE: Table I's head row "SE" maps 1x1x176 to 1x1x920, but an SE layer keeps its width. We read
+the row as an SE gate on the 176 pooled features followed by a 1x1 conv to 920 channels, so that
+the next row (1x1 conv 920 -> 1024) gets the input the table gives it. The width multiplier
+scales the three stages only: the stem and the head keep Table I's widths.
+
+"Layer one" for YOPO (DESIGN §5) is ``layer_one``: the stem conv with its BN and ReLU. Inputs stay
+in [0, 1]; the model does no input normalization (the stem's BN takes care of scale).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nni
+import torch
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+from torch import nn
+
+from .blocks import SqueezeExcitation, build_block
+from .encoding import (
+    NUM_LAYERS,
+    RATIOS,
+    Architecture,
+    SpaceConfig,
+    allowed_blocks,
+    layer_channels,
+    layer_stride,
+)
+
+STEM_CHANNELS = 24
+HEAD_CHANNELS = (176, 920, 1024)
+
+
+def make_layer_one(in_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, STEM_CHANNELS, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(STEM_CHANNELS),
+        nn.ReLU(),
+    )
+
+
+class Head(nn.Module):
+    """Table I's head (see the module docstring for how the SE row is read)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        c1, c2, c3 = HEAD_CHANNELS
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, c1, 1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
+        self.se = SqueezeExcitation(c1)
+        self.expand = nn.Sequential(nn.Conv2d(c1, c2, 1), nn.ReLU(), nn.Conv2d(c2, c3, 1), nn.ReLU())
+        self.fc = nn.Linear(c3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1)
+        x = self.expand(self.se(x))
+        return self.fc(x.flatten(1))
+
+
+class TamNasSpace(ModelSpace):
+    """ShuffleNetV2-based TAM-NAS supernet: 16 ``LayerChoice`` (``layer_i``) x ratio (``ratio_i``).
+
+    Parameters
+    ----------
+    dataset : str
+        ``"cifar10"``, ``"svhn"`` or ``"fashion_mnist"``: sets input channels and classes.
+    width_multiplier : int
+        1, 2, 4 or 8 (the paper's "2S" supernet is 2).
+
+    Notes
+    -----
+    ``layer_i`` takes the block id of Table XIV (candidates are listed in id order, so the
+    choice index is the id); stride-2 layers 0, 4, 12 list blocks 0-17 only.
+    """
+
+    def __init__(self, *, dataset: str = "fashion_mnist", width_multiplier: int = 1) -> None:
+        super().__init__()
+        self.space_config = SpaceConfig.for_dataset(dataset, width_multiplier)
+        cfg = self.space_config
+        self.layer_one = make_layer_one(cfg.in_channels)
+        layers = []
+        for i in range(NUM_LAYERS):
+            c_in, c_out = layer_channels(i, width_multiplier)
+            ratio = nni.choice(f"ratio_{i}", list(RATIOS))
+            candidates = [build_block(b, c_in, c_out, layer_stride(i), ratio) for b in allowed_blocks(i)]
+            layers.append(LayerChoice(candidates, label=f"layer_{i}"))
+        self.features = nn.Sequential(*layers)
+        self.head = Head(layer_channels(NUM_LAYERS - 1, width_multiplier)[1], cfg.num_classes)
+
+    def forward_from_layer_one(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_layer_one(self.layer_one(x))
+
+
+class Subnet(nn.Module):
+    """A standalone subnet: plain PyTorch modules, no NNI mutables, exportable to TorchScript/ONNX."""
+
+    def __init__(self, arch: Architecture, space: SpaceConfig) -> None:
+        super().__init__()
+        self.arch = arch
+        self.space_config = space
+        self.layer_one = make_layer_one(space.in_channels)
+        self.features = nn.Sequential(*[
+            build_block(b, *layer_channels(i, space.width_multiplier), layer_stride(i), r)
+            for i, (b, r) in enumerate(zip(arch.blocks, arch.ratios, strict=True))
+        ])
+        self.head = Head(layer_channels(NUM_LAYERS - 1, space.width_multiplier)[1], space.num_classes)
+
+    def forward_from_layer_one(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_layer_one(self.layer_one(x))
+
+
+def build_subnet(arch: Architecture, space: SpaceConfig | None = None) -> Subnet:
+    """A freshly initialised standalone subnet for ``arch`` (default space: Fashion-MNIST, width 1)."""
+    return Subnet(arch, space or SpaceConfig())
+
+
+def nni_search_space(space: TamNasSpace) -> dict[str, Any]:
+    """The nnictl ``search_space.json`` derived from the ModelSpace (``simplify()``), never by hand."""
+    out: dict[str, Any] = {}
+    for label, mutable in sorted(space.simplify().items(), key=lambda kv: _label_order(kv[0])):
+        values = list(mutable.values)  # type: ignore[attr-defined]
+        out[label] = {"_type": "choice", "_value": values}
+    return out
+
+
+def _label_order(label: str) -> tuple[int, int]:
+    kind, _, idx = label.partition("_")
+    return int(idx), 0 if kind == "layer" else 1
