@@ -1,0 +1,604 @@
+"""NSGA-II over TAM-NAS architectures (paper §III-E, Algorithm 2; Deb et al. 2002).
+
+The algorithm is a set of small pure functions over objective matrices and genomes, plus
+:class:`NSGA2Search`, an ask/tell state machine that the NNI tuner
+(:mod:`strategies.tuner`) and the in-process runner (:mod:`strategies.runner`) share.
+
+Conventions
+-----------
+- An objective matrix ``F`` (n points x m objectives) is always *minimised*; maximised
+  objectives are negated by :func:`objective_matrix`.
+- A genome is an int array of shape ``(16, 2)``: column 0 the block id (Table XIV), column 1
+  the ratio id (Table XV), exactly :attr:`search_space.encoding.Architecture.genes`.
+- Every random choice comes from a ``numpy.random.Generator``. The generator of generation
+  ``g`` is ``default_rng([seed, g])`` and a generation's proposals are all drawn when it
+  starts, so the proposals do not depend on the order in which results arrive (the tuner's
+  concurrency) — the tuner and the in-process runner give the same front.
+
+No torch here (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from search_space.encoding import (
+    DEFAULT_OBJECTIVES,
+    NUM_LAYERS,
+    RATIOS,
+    STRIDE2_LAYERS,
+    Architecture,
+    Objective,
+    allowed_blocks,
+)
+
+from .hypervolume import DEFAULT_BOUNDS, hypervolume_of
+
+_logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "tamnas-nsga2-state"
+STATE_VERSION = 1
+
+_ALLOWED = [np.asarray(allowed_blocks(i), dtype=np.int64) for i in range(NUM_LAYERS)]
+_NUM_RATIOS = len(RATIOS)
+
+
+# --------------------------------------------------------------------------- sorting
+def dominates_matrix(F: np.ndarray) -> np.ndarray:
+    """``D[i, j]`` is True when point ``i`` Pareto-dominates point ``j`` (minimisation)."""
+    F = np.asarray(F, dtype=float)
+    le = np.all(F[:, None, :] <= F[None, :, :], axis=2)
+    lt = np.any(F[:, None, :] < F[None, :, :], axis=2)
+    return le & lt
+
+
+def fast_non_dominated_sort(F: np.ndarray) -> list[np.ndarray]:
+    """Fronts of ``F`` (minimisation), best first, each an ascending index array.
+
+    Deb et al., "A fast and elitist multiobjective genetic algorithm: NSGA-II" (2002), §III-A.
+    Identical points do not dominate each other, so duplicates share a front.
+    """
+    F = np.asarray(F, dtype=float)
+    n = len(F)
+    if n == 0:
+        return []
+    dom = dominates_matrix(F)
+    dominated_by = dom.sum(axis=0)  # how many points dominate each point
+    fronts: list[np.ndarray] = []
+    current = np.flatnonzero(dominated_by == 0)
+    while current.size:
+        fronts.append(current)
+        dominated_by = dominated_by - dom[current].sum(axis=0)
+        dominated_by[current] = -1  # already assigned
+        current = np.flatnonzero(dominated_by == 0)
+    return fronts
+
+
+def non_dominated_ranks(F: np.ndarray) -> np.ndarray:
+    """Front number (0 = non-dominated) of every point of ``F``."""
+    ranks = np.full(len(F), -1, dtype=np.int64)
+    for r, front in enumerate(fast_non_dominated_sort(F)):
+        ranks[front] = r
+    return ranks
+
+
+def crowding_distance(F: np.ndarray) -> np.ndarray:
+    """Crowding distance of the points of one front (Deb et al. 2002, §III-B).
+
+    Boundary points get ``inf``; an interior point gets the side lengths of its cuboid,
+    each normalised by the objective's range and averaged over objectives. Fronts of at most
+    two points are all ``inf``.
+
+    # NOTE: follows pymoo's conventions so both rank the same: ties are sorted stably,
+    # so of two identical points one may be interior with distance 0; an objective that is
+    # constant on the front contributes 0 (also at the boundary) instead of ``inf``.
+    """
+    F = np.asarray(F, dtype=float)
+    n, m = F.shape
+    if n <= 2:
+        return np.full(n, np.inf)
+    order = np.argsort(F, axis=0, kind="mergesort")
+    Fs = np.take_along_axis(F, order, axis=0)
+    span = Fs[-1] - Fs[0]
+    gap_prev = np.vstack([np.full(m, np.inf), np.diff(Fs, axis=0)])
+    gap_next = np.vstack([np.diff(Fs, axis=0), np.full(m, np.inf)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        contrib = np.where(span > 0, (gap_prev + gap_next) / np.where(span > 0, span, 1.0), 0.0)
+    dist = np.zeros((n, m))
+    np.put_along_axis(dist, order, contrib, axis=0)
+    return dist.sum(axis=1) / m
+
+
+def rank_and_crowding(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Front rank and within-front crowding distance of every point."""
+    n = len(F)
+    ranks = np.zeros(n, dtype=np.int64)
+    crowd = np.zeros(n)
+    for r, front in enumerate(fast_non_dominated_sort(F)):
+        ranks[front] = r
+        crowd[front] = crowding_distance(np.asarray(F)[front])
+    return ranks, crowd
+
+
+def survival_select(F: np.ndarray, n_survive: int) -> np.ndarray:
+    """Elitist environmental selection of NSGA-II (Algorithm 2, lines 15-25).
+
+    Whole fronts are taken while they fit; the front that does not fit is cut by crowding
+    distance, largest first. Ties keep the input order, so the result is deterministic.
+    Returns indices into ``F`` ordered by (rank, -crowding, index).
+    """
+    F = np.asarray(F, dtype=float)
+    chosen: list[int] = []
+    for front in fast_non_dominated_sort(F):
+        if len(chosen) >= n_survive:
+            break
+        cd = crowding_distance(F[front])
+        order = sorted(range(len(front)), key=lambda i: (-cd[i], front[i]))
+        chosen.extend(int(front[i]) for i in order[: n_survive - len(chosen)])
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def tournament_select(ranks: np.ndarray, crowd: np.ndarray, size: int, rng: np.random.Generator,
+                      exclude: int | None = None) -> int:
+    """Index of the winner of one tournament of ``size`` entrants (paper: 10).
+
+    Entrants are drawn without replacement (capped at the population); the winner has the
+    lowest rank, then the largest crowding distance (crowded-comparison operator, Deb et al.).
+    ``exclude`` keeps the first parent out of the second tournament when possible.
+    """
+    pool = np.arange(len(ranks))
+    if exclude is not None and len(pool) > 1:
+        pool = pool[pool != exclude]
+    entrants = rng.choice(pool, size=min(size, len(pool)), replace=False)
+    return int(min(entrants, key=lambda i: (ranks[i], -crowd[i], i)))
+
+
+# --------------------------------------------------------------------------- operators
+def random_genome(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random genome that respects the stride-2 rule."""
+    g = np.empty((NUM_LAYERS, 2), dtype=np.int64)
+    for i in range(NUM_LAYERS):
+        g[i, 0] = _ALLOWED[i][rng.integers(len(_ALLOWED[i]))]
+        g[i, 1] = rng.integers(_NUM_RATIOS)
+    return g
+
+
+def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, prob: float = 0.9
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Layer-wise uniform crossover (paper §III-E1): each layer's block *and* ratio come from
+    one parent; the second child takes the other parent's layers. With probability
+    ``1 - prob`` the children are copies of the parents."""
+    if rng.random() >= prob:
+        return a.copy(), b.copy()
+    take_a = rng.random(NUM_LAYERS) < 0.5
+    c1 = np.where(take_a[:, None], a, b)
+    c2 = np.where(take_a[:, None], b, a)
+    return c1, c2
+
+
+def mutate(g: np.ndarray, rng: np.random.Generator, prob: float = 0.1) -> np.ndarray:
+    """Per-gene mutation (paper §III-E2, p = 0.1): each block and each ratio gene is re-drawn,
+    with probability ``prob``, as a *different* allowed value of its layer."""
+    g = g.copy()
+    flips = rng.random((NUM_LAYERS, 2)) < prob
+    for i in np.flatnonzero(flips[:, 0]):
+        choices = _ALLOWED[i][_ALLOWED[i] != g[i, 0]]
+        g[i, 0] = choices[rng.integers(len(choices))]
+    for i in np.flatnonzero(flips[:, 1]):
+        r = rng.integers(_NUM_RATIOS - 1)
+        g[i, 1] = r if r < g[i, 1] else r + 1  # uniform over the other nine ratios
+    return g
+
+
+def repair_stride2(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Replace a pure robust block (18-21) in a stride-2 layer by a random allowed block.
+
+    The operators above never create one; this guards genomes from elsewhere (paper
+    §III-E1: non-local blocks cannot sit in stride-2 layers)."""
+    g = g.copy()
+    for i in STRIDE2_LAYERS:
+        if g[i, 0] not in _ALLOWED[i]:
+            g[i, 0] = _ALLOWED[i][rng.integers(len(_ALLOWED[i]))]
+    return g
+
+
+def repair_param_range(g: np.ndarray, params_fn: Callable[[Architecture], float],
+                       param_range: tuple[float, float], rng: np.random.Generator,
+                       max_steps: int = 200) -> np.ndarray | None:
+    """Move a genome into ``[low, high]`` parameters by changing ratios one step at a time.
+
+    Too large: a random layer whose ratio can shrink takes the next smaller ratio; too small:
+    one grows. When ratios are exhausted a random layer's block is re-drawn. Returns ``None``
+    if ``max_steps`` are not enough (the caller then proposes another child).
+    """
+    low, high = param_range
+    g = g.copy()
+    for _ in range(max_steps + 1):
+        p = params_fn(genome_to_arch(g))
+        if low <= p <= high:
+            return g
+        if p > high:
+            movable = np.flatnonzero(g[:, 1] > 0)
+            step = -1
+        else:
+            movable = np.flatnonzero(g[:, 1] < _NUM_RATIOS - 1)
+            step = 1
+        if movable.size:
+            g[movable[rng.integers(movable.size)], 1] += step
+        else:
+            i = int(rng.integers(NUM_LAYERS))
+            g[i, 0] = _ALLOWED[i][rng.integers(len(_ALLOWED[i]))]
+    return None
+
+
+# --------------------------------------------------------------------------- genome <-> architecture
+def genome_to_arch(g: np.ndarray) -> Architecture:
+    return Architecture.from_genes(g.tolist())
+
+
+def arch_to_genome(arch: Architecture) -> np.ndarray:
+    return np.asarray(arch.genes, dtype=np.int64)
+
+
+def genome_key(g: np.ndarray) -> str:
+    """Same string as :attr:`Architecture.key`, without building the architecture."""
+    return "-".join(f"{int(b)}:{int(r)}" for b, r in g)
+
+
+def key_to_genome(key: str) -> np.ndarray:
+    return np.asarray([[int(x) for x in layer.split(":")] for layer in key.split("-")], dtype=np.int64)
+
+
+def key_to_arch(key: str) -> Architecture:
+    return genome_to_arch(key_to_genome(key))
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class NSGA2Config:
+    """Settings of one search; defaults are the paper's (§IV-A2).
+
+    ``generations`` counts offspring generations after the initial population, so the
+    evaluation budget is ``population_size + generations * offspring_size`` (paper:
+    50 + 20 x 50). ``hv_bounds`` maps an objective name to the ``(low, high)`` range used to
+    normalise it for the hypervolume (see :mod:`strategies.hypervolume`).
+    """
+
+    population_size: int = 50
+    offspring_size: int = 50
+    generations: int = 20
+    tournament_size: int = 10
+    crossover_prob: float = 0.9  # NOTE: the paper names p_c but not its value; Deb et al. use 0.9
+    mutation_prob: float = 0.1
+    seed: int | None = None
+    objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES
+    param_range: tuple[float, float] | None = None
+    hv_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def check(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(msg)
+
+        for name in ("population_size", "offspring_size", "tournament_size"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                  f"{name}: expected an integer >= 1, got {v!r}")
+        check(isinstance(self.generations, int) and self.generations >= 0,
+              f"generations: expected an integer >= 0, got {self.generations!r}")
+        for name in ("crossover_prob", "mutation_prob"):
+            v = getattr(self, name)
+            check(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name}: expected a number in [0, 1], got {v!r}")
+        check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+              f"seed: expected a non-negative integer or null, got {self.seed!r}")
+        objs = tuple(self.objectives)
+        check(len(objs) >= 2, f"objectives: need at least two objectives, got {[o.name for o in objs]}")
+        check(len({o.name for o in objs}) == len(objs), f"objectives: duplicate names in {[o.name for o in objs]}")
+        object.__setattr__(self, "objectives", objs)
+        bounds = {**{k: v for k, v in DEFAULT_BOUNDS.items()}, **dict(self.hv_bounds)}
+        for o in objs:
+            check(o.name in bounds, f"hv_bounds: objective {o.name!r} has no normalisation range; "
+                                    f"give hv_bounds: {{{o.name!r}: [low, high]}}")
+            lo, hi = bounds[o.name]
+            check(float(hi) > float(lo), f"hv_bounds.{o.name}: need low < high, got {[lo, hi]}")
+        object.__setattr__(self, "hv_bounds", {o.name: (float(bounds[o.name][0]), float(bounds[o.name][1]))
+                                               for o in objs})
+        if self.param_range is not None:
+            pr = tuple(self.param_range)
+            check(len(pr) == 2 and all(isinstance(x, (int, float)) for x in pr) and 0 <= pr[0] <= pr[1],
+                  f"param_range: expected [low, high] with 0 <= low <= high, got {self.param_range!r}")
+            object.__setattr__(self, "param_range", (float(pr[0]), float(pr[1])))
+
+    @property
+    def budget(self) -> int:
+        """Evaluations of a full run without failures or exhausted proposals."""
+        return self.population_size + self.generations * self.offspring_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"population_size": self.population_size, "offspring_size": self.offspring_size,
+                "generations": self.generations, "tournament_size": self.tournament_size,
+                "crossover_prob": self.crossover_prob, "mutation_prob": self.mutation_prob,
+                "seed": self.seed, "objectives": [{"name": o.name, "direction": o.direction}
+                                                  for o in self.objectives],
+                "param_range": list(self.param_range) if self.param_range else None,
+                "hv_bounds": {k: list(v) for k, v in self.hv_bounds.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NSGA2Config:
+        d = dict(d)
+        if "objectives" in d:
+            d["objectives"] = parse_objectives(d["objectives"])
+        if d.get("hv_bounds") is not None:
+            d["hv_bounds"] = {k: tuple(v) for k, v in d["hv_bounds"].items()}
+        else:
+            d.pop("hv_bounds", None)
+        if d.get("param_range") is not None:
+            d["param_range"] = tuple(d["param_range"])
+        return cls(**d)
+
+
+def parse_objectives(spec: Any) -> tuple[Objective, ...]:
+    """Objectives from ``[{"name": .., "direction": ..}]``, ``["adv_acc:max", ...]`` or ``{"adv_acc": "max"}``."""
+    if spec is None:
+        return DEFAULT_OBJECTIVES
+    if isinstance(spec, Mapping):
+        return tuple(Objective(str(k), str(v)) for k, v in spec.items())
+    if not isinstance(spec, Sequence) or isinstance(spec, str):
+        raise ValueError(f"objectives: expected a list, got {spec!r}")
+    out = []
+    for i, o in enumerate(spec):
+        if isinstance(o, Objective):
+            out.append(o)
+        elif isinstance(o, Mapping) and set(o) == {"name", "direction"}:
+            out.append(Objective(str(o["name"]), str(o["direction"])))
+        elif isinstance(o, str) and o.count(":") == 1:
+            name, direction = o.split(":")
+            out.append(Objective(name, direction))
+        else:
+            raise ValueError(f"objectives[{i}]: expected {{name, direction}} or 'name:max|min', got {o!r}")
+    return tuple(out)
+
+
+def objective_matrix(values: Sequence[Mapping[str, float]], objectives: Sequence[Objective]) -> np.ndarray:
+    """Minimisation matrix: one row per evaluated architecture, maximised objectives negated."""
+    sign = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
+    F = np.array([[float(v[o.name]) for o in objectives] for v in values], dtype=float).reshape(-1, len(objectives))
+    return F * sign
+
+
+def extract_objectives(value: Any, objectives: Sequence[Objective]) -> dict[str, float]:
+    """The configured objectives from a trial's metric dict; ``ValueError`` names what is missing."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a metric dict with keys {[o.name for o in objectives]}, got {value!r}")
+    out = {}
+    for o in objectives:
+        if o.name not in value:
+            raise ValueError(f"metric dict has no {o.name!r} (keys: {sorted(value)})")
+        v = value[o.name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise ValueError(f"metric {o.name!r} is not a finite number: {v!r}")
+        out[o.name] = float(v)
+    return out
+
+
+# --------------------------------------------------------------------------- the search
+class NSGA2Search:
+    """Generational NSGA-II as an ask/tell state machine (Algorithm 2).
+
+    Generation 0 proposes ``population_size`` random architectures; each later generation
+    proposes ``offspring_size`` children of the current population. A generation is complete
+    when every proposal has a result or has failed; then survival keeps the best
+    ``population_size`` of parents and successful children, the hypervolume is recorded, and
+    the next generation's proposals are drawn.
+
+    # NOTE: a failed evaluation is not replaced: the generation completes with the survivors
+    # (failures count against the budget and are never proposed again). This keeps the
+    # proposals independent of when failures arrive.
+
+    Parameters
+    ----------
+    config : NSGA2Config
+        Search settings; a missing seed is drawn and logged.
+    params_fn : callable, optional
+        Architecture -> parameter count, used only to repair into ``config.param_range``.
+    """
+
+    def __init__(self, config: NSGA2Config, params_fn: Callable[[Architecture], float] | None = None,
+                 _start: bool = True) -> None:
+        if config.seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+            _logger.info("NSGA-II: no seed given, drew seed %d", seed)
+            config = NSGA2Config.from_dict({**config.to_dict(), "seed": seed})
+        if config.param_range is not None and params_fn is None:
+            raise ValueError("param_range is set but no params_fn was given to repair with")
+        self.config = config
+        self.params_fn = params_fn
+        self.generation = 0
+        self.proposals: list[str] = []  # keys of the current generation, in proposal order
+        self.results: dict[str, dict[str, float]] = {}  # every successful evaluation
+        self.failed: set[str] = set()
+        self.population: list[str] = []  # P_g: survivors, parents of the next generation
+        self.born: dict[str, int] = {}  # generation in which each key was proposed
+        self.provenance: dict[str, dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.finished = False
+        if _start:
+            self.proposals = self._initial_population()
+
+    # ---- ask / tell
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)  # type: ignore[arg-type]
+
+    def pending(self) -> list[str]:
+        """Proposals of the current generation that have neither a result nor a failure."""
+        return [k for k in self.proposals if k not in self.results and k not in self.failed]
+
+    def is_pending(self, key: str) -> bool:
+        return key in self.born and self.born[key] == self.generation and not self.finished and \
+            key not in self.results and key not in self.failed
+
+    def tell(self, key: str, objectives: Mapping[str, float], provenance: Mapping[str, Any] | None = None) -> bool:
+        """Record a result of a pending proposal. Returns True if a new generation started
+        (or the search finished). A key that is not pending is ignored (logged)."""
+        if not self.is_pending(key):
+            _logger.warning("NSGA-II: ignoring a result for %s: not a pending proposal of generation %d",
+                            key, self.generation)
+            return False
+        self.results[key] = {o.name: float(objectives[o.name]) for o in self.config.objectives}
+        if provenance:
+            self.provenance[key] = dict(provenance)
+        return self._maybe_advance()
+
+    def tell_failure(self, key: str) -> bool:
+        """Record a failed evaluation; it is never proposed again. Same return as :meth:`tell`."""
+        if not self.is_pending(key):
+            _logger.warning("NSGA-II: ignoring a failure of %s: not a pending proposal", key)
+            return False
+        self.failed.add(key)
+        return self._maybe_advance()
+
+    def _maybe_advance(self) -> bool:
+        if self.pending():
+            return False
+        self._advance()
+        return True
+
+    def _advance(self) -> None:
+        g = self.generation
+        children = [k for k in self.proposals if k in self.results]
+        combined = list(self.population) + children  # R_g = P_g ∪ Q_g (gen 0: P_0 alone)
+        if combined:
+            keep = survival_select(self._F(combined), self.config.population_size)
+            self.population = [combined[i] for i in keep]
+        front = self.front_keys()
+        self.history.append({
+            "generation": g, "evaluations": len(self.results) + len(self.failed),
+            "failures": len(self.failed), "front_size": len(front), "hypervolume": self.hypervolume(front)})
+        _logger.info("NSGA-II generation %d done: %d evaluations (%d failed), front %d, hypervolume %.6f",
+                     g, self.history[-1]["evaluations"], len(self.failed), len(front),
+                     self.history[-1]["hypervolume"])
+        if g >= self.config.generations:
+            self.finished = True
+            self.proposals = []
+            return
+        self.generation = g + 1
+        self.proposals = self._offspring()
+
+    # ---- proposals
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.generation])
+
+    def _accept(self, g: np.ndarray, rng: np.random.Generator, batch: list[str]) -> bool:
+        """Repair ``g`` and add it to ``batch`` unless it was ever proposed before."""
+        g = repair_stride2(g, rng)
+        if self.config.param_range is not None:
+            assert self.params_fn is not None
+            repaired = repair_param_range(g, self.params_fn, self.config.param_range, rng)
+            if repaired is None:
+                return False
+            g = repaired
+        key = genome_key(g)
+        if key in self.born:  # no architecture is evaluated twice
+            return False
+        self.born[key] = self.generation
+        batch.append(key)
+        return True
+
+    def _fill_random(self, rng: np.random.Generator, batch: list[str], n: int) -> None:
+        attempts = 0
+        while len(batch) < n and attempts < 100 * n:
+            attempts += 1
+            self._accept(random_genome(rng), rng, batch)
+        if len(batch) < n:
+            _logger.warning("NSGA-II generation %d: only %d of %d new architectures found",
+                            self.generation, len(batch), n)
+
+    def _initial_population(self) -> list[str]:
+        rng = self._rng()
+        batch: list[str] = []
+        self._fill_random(rng, batch, self.config.population_size)
+        return batch
+
+    def _offspring(self) -> list[str]:
+        """Q_g: tournament selection, layer-wise crossover, mutation, repair (lines 26-28)."""
+        cfg = self.config
+        rng = self._rng()
+        batch: list[str] = []
+        n = cfg.offspring_size
+        if not self.population:  # every earlier evaluation failed: start again at random
+            self._fill_random(rng, batch, n)
+            return batch
+        genomes = [key_to_genome(k) for k in self.population]
+        ranks, crowd = rank_and_crowding(self._F(self.population))
+        attempts = 0
+        while len(batch) < n and attempts < 50 * n:
+            attempts += 1
+            i = tournament_select(ranks, crowd, cfg.tournament_size, rng)
+            j = tournament_select(ranks, crowd, cfg.tournament_size, rng, exclude=i)
+            for child in crossover(genomes[i], genomes[j], rng, cfg.crossover_prob):
+                if len(batch) < n:
+                    self._accept(mutate(child, rng, cfg.mutation_prob), rng, batch)
+        if len(batch) < n:  # the population has converged: top up with random architectures
+            self._fill_random(rng, batch, n)
+        return batch
+
+    # ---- results
+    def _F(self, keys: Sequence[str]) -> np.ndarray:
+        return objective_matrix([self.results[k] for k in keys], self.config.objectives)
+
+    def front_keys(self) -> list[str]:
+        """Non-dominated set of every successful evaluation so far, ordered by (generation, key)."""
+        keys = sorted(self.results, key=lambda k: (self.born[k], k))
+        if not keys:
+            return []
+        F = self._F(keys)
+        return [keys[i] for i in fast_non_dominated_sort(F)[0]]
+
+    def front(self) -> list[Architecture]:
+        """The front as architectures with ``objectives`` and provenance (generation, trials)."""
+        out = []
+        for k in self.front_keys():
+            arch = key_to_arch(k)
+            prov = {"generation": self.born[k], **self.provenance.get(k, {})}
+            out.append(Architecture(arch.blocks, arch.ratios, dict(self.results[k]), prov))
+        return out
+
+    def hypervolume(self, keys: Sequence[str] | None = None) -> float:
+        keys = self.front_keys() if keys is None else keys
+        return hypervolume_of([self.results[k] for k in keys], self.config.objectives, self.config.hv_bounds)
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.results) + len(self.failed)
+
+    # ---- persistence (JSON, keyed by architecture)
+    def to_state(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.config.to_dict(),
+                "generation": self.generation, "finished": self.finished,
+                "proposals": list(self.proposals), "population": list(self.population),
+                "results": self.results, "failed": sorted(self.failed), "born": self.born,
+                "provenance": self.provenance, "history": self.history}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], params_fn: Callable[[Architecture], float] | None = None
+                   ) -> NSGA2Search:
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not an NSGA-II state (format {state.get('format')!r}, version {state.get('version')!r})")
+        s = cls(NSGA2Config.from_dict(state["config"]), params_fn, _start=False)
+        s.generation = int(state["generation"])
+        s.finished = bool(state["finished"])
+        s.proposals = list(state["proposals"])
+        s.population = list(state["population"])
+        s.results = {k: dict(v) for k, v in state["results"].items()}
+        s.failed = set(state["failed"])
+        s.born = {k: int(v) for k, v in state["born"].items()}
+        s.provenance = {k: dict(v) for k, v in state["provenance"].items()}
+        s.history = [dict(h) for h in state["history"]]
+        return s

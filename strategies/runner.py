@@ -1,0 +1,96 @@
+"""In-process NSGA-II search with an evaluation callback (notebooks, CI, benchmarks).
+
+It drives the same :class:`~strategies.nsga2.NSGA2Search` as the NNI tuner and writes the
+same ``front.json`` / ``history.csv``, so for the same seed and a deterministic evaluator
+both give the same front.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from search_space.encoding import Architecture, SpaceConfig, atomic_write_text, save_front
+
+from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch
+
+_logger = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ("generation", "evaluations", "failures", "front_size", "hypervolume")
+
+
+class TrialFailed(Exception):
+    """Raised by an evaluation callback to mark an architecture as failed (like a failed trial)."""
+
+
+def write_outputs(search: NSGA2Search, out_dir: str | os.PathLike, space: SpaceConfig | None = None,
+                  **meta: Any) -> None:
+    """Write ``front.json`` (:func:`search_space.encoding.save_front`) and ``history.csv``."""
+    out = Path(out_dir)
+    last = search.history[-1] if search.history else {}
+    save_front(out / "front.json", search.front(), search.config.objectives, space,
+               generation=last.get("generation"), evaluations=search.evaluations,
+               hypervolume=last.get("hypervolume"), seed=search.seed, **meta)
+    buf = io.StringIO()
+    buf.write(",".join(HISTORY_FIELDS) + "\n")
+    for h in search.history:
+        buf.write(",".join(repr(h[f]) if isinstance(h[f], float) else str(h[f]) for f in HISTORY_FIELDS) + "\n")
+    atomic_write_text(out / "history.csv", buf.getvalue())
+
+
+def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[str, Any]], *,
+               params_fn: Callable[[Architecture], float] | None = None,
+               output_dir: str | os.PathLike | None = None,
+               space: SpaceConfig | None = None) -> NSGA2Search:
+    """Run NSGA-II to the end, evaluating each proposal with ``evaluate``.
+
+    Parameters
+    ----------
+    config : NSGA2Config
+        Search settings (paper: population 50, offspring 50, 20 generations).
+    evaluate : callable
+        Architecture -> metric dict holding every configured objective; raise
+        :class:`TrialFailed` to count the architecture as failed.
+    params_fn : callable, optional
+        Parameter counter for the ``param_range`` repair.
+    output_dir : path, optional
+        If given, ``front.json`` and ``history.csv`` are rewritten after every generation.
+    space : SpaceConfig, optional
+        Recorded in ``front.json``.
+
+    Returns
+    -------
+    NSGA2Search
+        The finished search: ``.front()``, ``.history``, ``.results``.
+    """
+    search = NSGA2Search(config, params_fn)
+    while not search.finished:
+        for key in search.pending():
+            arch = key_to_arch(key)
+            try:
+                metrics = evaluate(arch)
+            except TrialFailed as e:
+                _logger.info("evaluation of %s failed: %s", key, e)
+                advanced = search.tell_failure(key)
+            else:
+                advanced = search.tell(key, extract_objectives(metrics, config.objectives),
+                                       {"trial_id": f"eval-{search.evaluations}"})
+            if advanced and output_dir is not None:
+                write_outputs(search, output_dir, space)
+    return search
+
+
+def load_callable(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function (for the CLI's ``--evaluator``)."""
+    module, sep, name = path.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"evaluator {path!r}: expected 'module:function'")
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError(f"evaluator {path!r}: {name!r} is not a callable in {module!r}")
+    return fn
