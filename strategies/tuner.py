@@ -1,0 +1,285 @@
+"""NNI tuner adapter for NSGA-II (DESIGN §8): generational search over asynchronous trials.
+
+Use it from an nnictl config::
+
+    tuner:
+      codeDirectory: .
+      className: strategies.tuner.NSGA2Tuner
+      classArgs: {population_size: 50, offspring_size: 50, generations: 20, seed: 0}
+
+or, after ``nnictl algo register --meta strategies/nsga2_meta.yml``, as
+``tuner: {name: TamNasNSGA2, classArgs: {...}}``.
+
+How the NNI 3.0 protocol is used (measured, DESIGN §8):
+
+- The manager asks for ``trialConcurrency`` parameter ids at start and one per finished
+  trial. When the current generation has nothing left to hand out, an id is kept as a
+  *credit* (NNI treats it as ``NoMoreTrialError``) and used later through the
+  ``st_callback`` of :meth:`generate_multiple_parameters` once the next generation starts.
+  Any concurrency works: 1, below, equal to or above the population size.
+- A generation's proposals are drawn when it starts (seeded per generation), so the proposals
+  do not depend on concurrency or arrival order; :func:`strategies.runner.run_search` gives
+  the same front.
+- Results are keyed by architecture (the ``parameters`` sample), never by parameter id:
+  after ``nnictl resume`` ids restart and can collide.
+- State is saved atomically after every result under ``get_checkpoint_path()`` and restored
+  by :meth:`load_checkpoint`; finished trials replayed by ``import_data`` on resume are
+  matched by architecture, so nothing is counted twice. Proposals handed out but not
+  finished when the experiment stopped are handed out again.
+- A failed trial (``trial_end(success=False)``, or success without a final result) is
+  counted, never proposed again, and not replaced: the generation completes with the
+  survivors.
+- After the last generation the tuner hands out nothing more; set ``maxTrialNumber`` to
+  ``population_size + generations * offspring_size`` so the experiment ends as DONE.
+
+Each completed generation rewrites ``front.json`` and ``history.csv`` in the experiment
+directory (or ``output_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nni
+from nni.tuner import Tuner
+from nni.utils import ClassArgsValidator
+
+from search_space.encoding import Architecture, ArchitectureError, SpaceConfig, atomic_write_text
+
+from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch, parse_objectives
+from .runner import write_outputs
+from .space import check_search_space
+
+_logger = logging.getLogger(__name__)
+
+STATE_FILE = "nsga2_state.json"
+
+_CONFIG_KEYS = ("population_size", "offspring_size", "generations", "tournament_size", "crossover_prob",
+                "mutation_prob", "seed", "objectives", "param_range", "hv_bounds")
+_TUNER_KEYS = ("dataset", "width_multiplier", "output_dir")
+
+
+def parse_class_args(**kwargs: Any) -> tuple[NSGA2Config, SpaceConfig, str | None]:
+    """Validate classArgs; ``ValueError`` with one clear line on anything wrong."""
+    unknown = sorted(set(kwargs) - set(_CONFIG_KEYS) - set(_TUNER_KEYS))
+    if unknown:
+        raise ValueError(f"NSGA2Tuner classArgs: unknown key(s) {unknown}; "
+                         f"known: {sorted(_CONFIG_KEYS + _TUNER_KEYS)}")
+    try:
+        cfg = {k: kwargs[k] for k in _CONFIG_KEYS if k in kwargs}
+        if "objectives" in cfg:
+            cfg["objectives"] = parse_objectives(cfg["objectives"])
+        if cfg.get("hv_bounds") is not None:
+            if not isinstance(cfg["hv_bounds"], dict):
+                raise ValueError(f"hv_bounds: expected {{name: [low, high]}}, got {cfg['hv_bounds']!r}")
+            cfg["hv_bounds"] = {k: tuple(v) for k, v in cfg["hv_bounds"].items()}
+        if cfg.get("param_range") is not None:
+            if not isinstance(cfg["param_range"], (list, tuple)):
+                raise ValueError(f"param_range: expected [low, high], got {cfg['param_range']!r}")
+            cfg["param_range"] = tuple(cfg["param_range"])
+        config = NSGA2Config(**cfg)
+        space = SpaceConfig.for_dataset(kwargs.get("dataset", "fashion_mnist"), kwargs.get("width_multiplier", 1))
+    except (ValueError, TypeError) as e:  # ArchitectureError is a ValueError
+        raise ValueError(f"NSGA2Tuner classArgs: {e}") from None
+    output_dir = kwargs.get("output_dir")
+    if output_dir is not None and not isinstance(output_dir, str):
+        raise ValueError(f"NSGA2Tuner classArgs: output_dir: expected a path string, got {output_dir!r}")
+    return config, space, output_dir
+
+
+class NSGA2ClassArgsValidator(ClassArgsValidator):
+    """Used by ``nnictl create`` when the tuner is registered with ``nsga2_meta.yml``."""
+
+    def validate_class_args(self, **kwargs: Any) -> None:
+        parse_class_args(**kwargs)
+
+
+class NSGA2Tuner(Tuner):
+    """Generational NSGA-II (paper Algorithm 2) as an NNI 3.0 tuner.
+
+    Parameters
+    ----------
+    population_size, offspring_size, generations, tournament_size, crossover_prob, mutation_prob, seed
+        See :class:`strategies.nsga2.NSGA2Config` (paper: 50, 50, 20, 10, -, 0.1).
+    objectives : list, optional
+        ``[{"name": "adv_acc", "direction": "max"}, ...]`` or ``["adv_acc:max", ...]``; keys of
+        the trial's metric dict. Default: adv_acc max, clean_acc max, params min.
+    param_range : [low, high], optional
+        Repair proposals into this parameter range (paper: 1.61M-2.37M for the 2S supernet),
+        counted with ``search_space.params.count_params`` for ``dataset``/``width_multiplier``.
+    hv_bounds : dict, optional
+        Normalisation range per objective for the hypervolume (:mod:`strategies.hypervolume`).
+    dataset, width_multiplier
+        The supernet's space (recorded in ``front.json``; used by the parameter counter).
+    output_dir : str, optional
+        Where ``front.json``/``history.csv`` go; default the experiment directory.
+    params_fn : callable, optional
+        Python use only: Architecture -> parameter count, instead of the parameter table.
+    """
+
+    def __init__(self, params_fn: Callable[[Architecture], float] | None = None, **class_args: Any) -> None:
+        super().__init__()
+        config, self.space, output_dir = parse_class_args(**class_args)
+        if config.param_range is not None and params_fn is None:
+            params_fn = _default_params_fn(self.space)
+        self._seed_given = config.seed is not None
+        self.search = NSGA2Search(config, params_fn)
+        self.params_fn = params_fn
+        ckpt = self.get_checkpoint_path()
+        self.state_path = Path(ckpt) / STATE_FILE if ckpt else None
+        if output_dir is not None:
+            self.output_dir: Path | None = Path(output_dir)
+        elif ckpt:
+            self.output_dir = Path(ckpt).parent  # NNI_CHECKPOINT_DIRECTORY is <experiment dir>/checkpoint
+        else:
+            self.output_dir = None
+        if self.state_path is None:
+            _logger.warning("NSGA2Tuner: no NNI checkpoint directory; state is not persisted")
+        self.experiment_id = os.environ.get("NNI_EXP_ID") or nni.get_experiment_id()
+        self._queue: deque[str] = deque(self.search.pending())  # proposals not yet handed out
+        self._credits: deque[int] = deque()  # parameter ids waiting for the next generation
+        self._running: dict[int, str] = {}  # parameter id -> architecture key (this process only)
+        self._send: Callable[[int, dict[str, Any]], None] | None = None
+        _logger.info("NSGA2Tuner: %s, space %s, seed %d", config.to_dict(), self.space.to_dict(), self.search.seed)
+
+    # ---- NNI API
+    def update_search_space(self, search_space: dict[str, Any]) -> None:
+        check_search_space(search_space)
+
+    def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
+        """Hand out proposals for a prefix of the ids and keep the rest as credits.
+
+        NNI pairs the returned list with the ids in order, so the proposals go to the first
+        ids; the others are answered later through ``st_callback``.
+        """
+        if kwargs.get("st_callback") is not None:
+            self._send = kwargs["st_callback"]
+        out = []
+        for pid in parameter_id_list:
+            if self._queue and not self._credits:
+                out.append(self._assign(pid))
+            else:
+                self._credits.append(pid)
+        return out
+
+    def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
+        if kwargs.get("st_callback") is not None:
+            self._send = kwargs["st_callback"]
+        if self._queue and not self._credits:
+            return self._assign(parameter_id)
+        self._credits.append(parameter_id)
+        raise nni.NoMoreTrialError("waiting for the current generation to finish")
+
+    def receive_trial_result(self, parameter_id: int, parameters: dict[str, Any], value: Any, **kwargs: Any) -> None:
+        if kwargs.get("customized"):
+            _logger.info("NSGA2Tuner: ignoring customized trial %s", parameter_id)
+            return
+        try:
+            key = Architecture.from_sample(parameters).key
+        except ArchitectureError as e:
+            _logger.error("NSGA2Tuner: trial %s has parameters outside the encoding (%s); ignored", parameter_id, e)
+            return
+        self._running.pop(parameter_id, None)
+        try:
+            objectives = extract_objectives(value, self.search.config.objectives)
+        except ValueError as e:
+            _logger.error("NSGA2Tuner: trial %s reported an unusable result (%s); counted as failed",
+                          parameter_id, e)
+            self._finish(key, None)
+            return
+        prov = {"trial_id": kwargs.get("trial_job_id"), "parameter_id": parameter_id}
+        if self.experiment_id and self.experiment_id != "STANDALONE":
+            prov["experiment_id"] = self.experiment_id
+        self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
+
+    def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        key = self._running.pop(parameter_id, None)
+        if key is None:
+            return  # its result already arrived, or it was handed out before a resume
+        if success:
+            _logger.warning("NSGA2Tuner: trial %s (%s) succeeded without a final result; counted as failed",
+                            parameter_id, key)
+        self._finish(key, None)
+
+    def import_data(self, data: list[dict[str, Any]]) -> None:
+        """Finished trials replayed on ``nnictl resume`` (or imported): matched by architecture."""
+        for entry in data:
+            try:
+                key = Architecture.from_sample(entry["parameter"]).key
+                objectives = extract_objectives(entry["value"], self.search.config.objectives)
+            except (ArchitectureError, ValueError, KeyError, TypeError) as e:
+                _logger.warning("NSGA2Tuner: skipping imported entry (%s)", e)
+                continue
+            if key in self.search.results or not self.search.is_pending(key):
+                _logger.debug("NSGA2Tuner: imported %s already known or not pending; skipped", key)
+                continue
+            prov = {"trial_id": entry.get("trial_job_id") or entry.get("trialJobId")}
+            self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
+
+    def load_checkpoint(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            _logger.info("NSGA2Tuner: no saved state to resume from")
+            return
+        state = json.loads(self.state_path.read_text())
+        saved = NSGA2Config.from_dict(state["config"]).to_dict()
+        now = self.search.config.to_dict()
+        # A missing seed was drawn at start: the saved one wins; any other change is an error.
+        if self._seed_given and now["seed"] != saved["seed"] or {**now, "seed": None} != {**saved, "seed": None}:
+            raise ValueError(f"NSGA2Tuner: classArgs differ from the saved state {self.state_path}: "
+                             f"saved {saved}, now {now}")
+        self.search = NSGA2Search.from_state(state, self.params_fn)
+        # Proposals handed out but unfinished are lost by NNI on resume: hand them out again.
+        self._queue = deque(self.search.pending())
+        self._running.clear()
+        _logger.info("NSGA2Tuner: resumed at generation %d with %d evaluations, %d proposals to hand out",
+                     self.search.generation, self.search.evaluations, len(self._queue))
+
+    def save_checkpoint(self) -> None:
+        if self.state_path is not None:
+            atomic_write_text(self.state_path, json.dumps(self.search.to_state()) + "\n")
+
+    # ---- internals
+    def _assign(self, pid: int) -> dict[str, Any]:
+        key = self._queue.popleft()
+        self._running[pid] = key
+        return key_to_arch(key).to_sample()
+
+    def _finish(self, key: str, objectives: dict[str, float] | None, provenance: dict[str, Any] | None = None
+                ) -> None:
+        if not self.search.is_pending(key):
+            _logger.warning("NSGA2Tuner: %s is not a pending proposal (already evaluated?); ignored", key)
+            return
+        if key in self._queue:  # replayed on resume before being handed out again
+            self._queue.remove(key)
+        if objectives is None:
+            advanced = self.search.tell_failure(key)
+        else:
+            advanced = self.search.tell(key, objectives, provenance)
+        self.save_checkpoint()
+        if advanced:
+            if self.output_dir is not None:
+                meta = {"experiment_id": self.experiment_id} if self.experiment_id not in (None, "STANDALONE") else {}
+                write_outputs(self.search, self.output_dir, self.space, **meta)
+            self._queue = deque(self.search.pending())
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Use waiting credits for proposals of the current generation."""
+        while self._credits and self._queue and self._send is not None:
+            pid = self._credits.popleft()
+            self._send(pid, self._assign(pid))
+
+
+def _default_params_fn(space: SpaceConfig) -> Callable[[Architecture], float]:
+    from search_space.params import count_params  # lazy: only the param_range repair needs it
+
+    def params_fn(arch: Architecture) -> float:
+        return float(count_params(arch, space))
+
+    return params_fn

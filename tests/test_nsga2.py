@@ -1,0 +1,194 @@
+"""NSGA-II core: sorting, crowding and hypervolume against pymoo; operators; the search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pymoo.indicators.hv import HV
+from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from search_space.encoding import STRIDE2_LAYERS, Architecture, Objective, load_front
+from strategies.hypervolume import hypervolume, hypervolume_of, normalize
+from strategies.nsga2 import (
+    NSGA2Config,
+    NSGA2Search,
+    crossover,
+    crowding_distance,
+    fast_non_dominated_sort,
+    genome_key,
+    key_to_arch,
+    mutate,
+    random_genome,
+    repair_param_range,
+    repair_stride2,
+    survival_select,
+    tournament_select,
+)
+from strategies.runner import TrialFailed, run_search
+from strategies.toy import toy_objectives
+
+
+def _random_sets(seed: int):
+    rng = np.random.default_rng(seed)
+    for n, m in [(1, 2), (2, 3), (5, 2), (30, 2), (40, 3), (60, 4)]:
+        F = rng.integers(0, 6, (n, m)).astype(float)  # small integers: many ties and duplicates
+        yield F
+        yield rng.random((n, m))
+        G = rng.random((n, m))
+        if n > 3:
+            G[1] = G[0]
+            G[2] = G[0]  # exact duplicates
+        yield G
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_non_dominated_sort_equals_pymoo(seed):
+    for F in _random_sets(seed):
+        ours = [sorted(f.tolist()) for f in fast_non_dominated_sort(F)]
+        theirs = [sorted(np.asarray(f).tolist()) for f in NonDominatedSorting().do(F)]
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crowding_distance_equals_pymoo(seed):
+    cd = get_crowding_function("cd")
+    for F in _random_sets(seed):
+        for front in fast_non_dominated_sort(F):
+            np.testing.assert_allclose(crowding_distance(F[front]), cd.do(F[front]), rtol=1e-12)
+
+
+def test_crowding_distance_table():
+    # Exact table (Deb et al.): boundaries inf; interior = mean normalised cuboid side.
+    F = np.array([[0.0, 4.0], [1.0, 2.0], [2.0, 1.0], [4.0, 0.0]])
+    np.testing.assert_allclose(crowding_distance(F), [np.inf, (2 / 4 + 3 / 4) / 2, (3 / 4 + 2 / 4) / 2, np.inf])
+    assert np.all(np.isinf(crowding_distance(F[:2])))
+    # duplicates: one copy is interior with distance 0 on that side
+    D = np.array([[0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
+    d = crowding_distance(D)
+    assert np.isinf(d[0]) and np.isinf(d[3]) and np.all(np.isfinite(d[1:3]))
+
+
+def test_survival_takes_fronts_then_crowding():
+    F = np.array([[0, 3], [1, 2], [2, 1], [3, 0], [1.5, 1.5], [5, 5]], dtype=float)
+    keep = survival_select(F, 3).tolist()
+    assert keep[:2] == [0, 3]  # boundary points (inf) first
+    assert set(keep) <= {0, 1, 2, 3, 4} and 5 not in keep
+    assert survival_select(F, 6).tolist()[-1] == 5
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hypervolume_equals_pymoo_and_exact_2d(seed):
+    rng = np.random.default_rng(seed)
+    F = rng.random((25, 3))
+    assert hypervolume(F) == pytest.approx(HV(ref_point=np.full(3, 1.1))(F), rel=1e-12)
+    P = rng.random((12, 2))
+    front = P[fast_non_dominated_sort(P)[0]]
+    front = front[np.argsort(front[:, 0])]
+    exact = sum((nxt - x) * (1.1 - y) for (x, y), nxt in zip(front, list(front[1:, 0]) + [1.1], strict=True))
+    assert hypervolume(P) == pytest.approx(exact, rel=1e-12)
+    assert hypervolume(np.array([[1.2, 0.0]])) == 0.0 and hypervolume(np.empty((0, 2))) == 0.0
+
+
+def test_normalisation_is_documented_convention():
+    objs = (Objective("adv_acc", "max"), Objective("params", "min"))
+    N = normalize([{"adv_acc": 0.75, "params": 5e5}], objs, {"adv_acc": (0, 1), "params": (0, 2.5e6)})
+    np.testing.assert_allclose(N, [[0.25, 0.2]])
+    assert hypervolume_of([{"adv_acc": 1.0, "params": 0.0}], objs) == pytest.approx(1.1 * 1.1)
+
+
+def test_operators_respect_encoding():
+    rng = np.random.default_rng(0)
+    a, b = random_genome(rng), random_genome(rng)
+    c1, c2 = crossover(a, b, rng, prob=1.0)
+    for i in range(16):  # each layer's block and ratio come from the same parent
+        assert (tuple(c1[i]) == tuple(a[i]) and tuple(c2[i]) == tuple(b[i])) or (
+            tuple(c1[i]) == tuple(b[i]) and tuple(c2[i]) == tuple(a[i]))
+    changed = np.mean([np.mean(mutate(a, rng, 0.1) != a) for _ in range(400)])
+    assert 0.08 < changed < 0.12  # per-gene probability 0.1, always to a different value
+    for _ in range(50):
+        Architecture.from_genes(mutate(random_genome(rng), rng, 0.5).tolist())  # stride-2 rule holds
+    bad = a.copy()
+    bad[STRIDE2_LAYERS[0], 0] = 19
+    fixed = repair_stride2(bad, rng)
+    Architecture.from_genes(fixed.tolist())
+
+
+def test_param_range_repair():
+    rng = np.random.default_rng(1)
+    pf = lambda arch: toy_objectives(arch)["params"]  # noqa: E731
+    for _ in range(20):
+        g = repair_param_range(random_genome(rng), pf, (3e5, 4e5), rng)
+        assert g is not None and 3e5 <= pf(key_to_arch(genome_key(g))) <= 4e5
+    assert repair_param_range(random_genome(rng), pf, (1.0, 2.0), rng, max_steps=20) is None
+
+
+def test_tournament_prefers_rank_then_crowding():
+    rng = np.random.default_rng(0)
+    ranks = np.array([1, 0, 0, 2])
+    crowd = np.array([np.inf, 0.5, 1.0, np.inf])
+    assert tournament_select(ranks, crowd, 10, rng) == 2
+    assert tournament_select(ranks, crowd, 10, rng, exclude=2) == 1
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="population_size"):
+        NSGA2Config(population_size=0)
+    with pytest.raises(ValueError, match="hv_bounds: objective 'latency'"):
+        NSGA2Config(objectives=(Objective("latency", "min"), Objective("adv_acc", "max")))
+    with pytest.raises(ValueError, match="mutation_prob"):
+        NSGA2Config(mutation_prob=2)
+
+
+def _small(seed=3, **kw):
+    return NSGA2Config(population_size=12, offspring_size=10, generations=4, tournament_size=3, seed=seed, **kw)
+
+
+def test_search_no_repeats_and_deterministic(tmp_path):
+    s1 = run_search(_small(), toy_objectives, output_dir=tmp_path)
+    s2 = run_search(_small(), toy_objectives)
+    assert s1.to_state() == s2.to_state()
+    assert len(s1.born) == s1.evaluations == 12 + 4 * 10  # no architecture proposed twice
+    assert [h["generation"] for h in s1.history] == list(range(5))
+    hv = [h["hypervolume"] for h in s1.history]
+    assert hv == sorted(hv)  # archive front: never worse
+    archs, objectives, space = load_front(tmp_path / "front.json")
+    assert [a.key for a in archs] == s1.front_keys()
+    assert all(a.objectives == s1.results[a.key] for a in archs)
+    assert all("generation" in a.provenance for a in archs)
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == \
+        "generation,evaluations,failures,front_size,hypervolume"
+    assert run_search(_small(seed=4), toy_objectives).front_keys() != s1.front_keys()
+
+
+def test_search_beats_random_on_toy():
+    cfg = NSGA2Config(population_size=20, offspring_size=20, generations=10, tournament_size=4, seed=0)
+    nsga = run_search(cfg, toy_objectives).hypervolume()
+    rng = np.random.default_rng(0)
+    rand = hypervolume_of([toy_objectives(key_to_arch(genome_key(random_genome(rng)))) for _ in range(220)],
+                          cfg.objectives)
+    assert nsga > rand
+
+
+def test_failures_complete_the_generation():
+    failing = {"n": 0}
+
+    def evaluate(arch):
+        failing["n"] += 1
+        if failing["n"] % 4 == 0:
+            raise TrialFailed("injected")
+        return toy_objectives(arch)
+
+    s = run_search(_small(), evaluate)
+    assert s.finished and len(s.failed) == s.evaluations // 4
+    assert not set(s.failed) & set(s.results)
+
+
+def test_param_range_search_and_state_roundtrip():
+    pf = lambda arch: toy_objectives(arch)["params"]  # noqa: E731
+    s = run_search(_small(param_range=(2e5, 6e5)), toy_objectives, params_fn=pf)
+    assert all(2e5 <= v["params"] <= 6e5 for v in s.results.values())
+    state = json.loads(json.dumps(s.to_state()))
+    assert NSGA2Search.from_state(state, pf).to_state() == s.to_state()
