@@ -1,0 +1,183 @@
+"""NSGA2Tuner driven through NNI's Tuner API by a simulated manager (DESIGN §8 protocol)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from search_space.encoding import Architecture, load_front
+from strategies.nsga2 import NSGA2Config
+from strategies.runner import TrialFailed, run_search
+from strategies.space import check_search_space, nni_search_space
+from strategies.toy import toy_objectives
+from strategies.toy_trial import fails
+from strategies.tuner import NSGA2ClassArgsValidator, NSGA2Tuner
+
+ARGS = {"population_size": 8, "offspring_size": 6, "generations": 3, "tournament_size": 3, "seed": 11}
+FAIL = 0.2
+
+
+class Manager:
+    """What the NNI manager does: ``concurrency`` ids at start, one per finished trial; trials
+    finish in a random order; parameters sent by ``st_callback`` queue up like NEW_TRIAL_JOB."""
+
+    def __init__(self, tuner: NSGA2Tuner, concurrency: int, order_seed: int = 0, first_id: int = 0):
+        self.tuner, self.concurrency = tuner, concurrency
+        self.waiting: deque = deque()
+        self.running: list = []
+        self.next_id = first_id
+        self.rng = random.Random(order_seed)
+        self.finished = 0
+
+    def _cb(self, pid, params):
+        self.waiting.append((pid, json.loads(json.dumps(params))))
+
+    def request(self, n):
+        ids = list(range(self.next_id, self.next_id + n))
+        self.next_id += n
+        params = self.tuner.generate_multiple_parameters(ids, st_callback=self._cb)
+        for pid, p in zip(ids, params, strict=False):
+            self.waiting.append((pid, json.loads(json.dumps(p))))
+
+    def start(self):
+        self.tuner.update_search_space(nni_search_space())
+        self.request(self.concurrency)
+
+    def step(self) -> bool:
+        while self.waiting and len(self.running) < self.concurrency:
+            self.running.append(self.waiting.popleft())
+        if not self.running:
+            return False
+        pid, params = self.running.pop(self.rng.randrange(len(self.running)))
+        arch = Architecture.from_sample(params)
+        if fails(arch, FAIL):
+            self.tuner.trial_end(pid, False)
+        else:
+            metrics = toy_objectives(arch)
+            self.tuner.receive_trial_result(pid, params, {"default": metrics["adv_acc"], **metrics},
+                                            trial_job_id=f"T{pid}")
+            self.tuner.trial_end(pid, True)
+        self.finished += 1
+        self.request(1)
+        return True
+
+    def run(self, max_steps: int | None = None):
+        n = 0
+        while (max_steps is None or n < max_steps) and self.step():
+            n += 1
+
+
+def _expected(args=ARGS):
+    def evaluate(arch):
+        if fails(arch, FAIL):
+            raise TrialFailed("injected")
+        return toy_objectives(arch)
+
+    return run_search(NSGA2Config(**args), evaluate)
+
+
+@pytest.fixture
+def ckpt(tmp_path, monkeypatch):
+    d = tmp_path / "exp" / "checkpoint"
+    d.mkdir(parents=True)
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(d))
+    return d
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8, 60])
+def test_tuner_matches_runner_at_any_concurrency(ckpt, concurrency):
+    tuner = NSGA2Tuner(**ARGS)
+    m = Manager(tuner, concurrency, order_seed=concurrency)
+    m.start()
+    m.run()
+    expected = _expected()
+    assert tuner.search.finished
+    assert tuner.search.failed and tuner.search.failed == expected.failed
+    assert tuner.search.results == expected.results
+    assert tuner.search.history == expected.history
+    assert tuner.search.front_keys() == expected.front_keys()
+    assert m.finished == expected.evaluations == 8 + 3 * 6
+    archs, _, space = load_front(ckpt.parent / "front.json")
+    assert [a.key for a in archs] == expected.front_keys()
+    assert all(a.provenance["trial_id"].startswith("T") for a in archs)
+    assert len((ckpt.parent / "history.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_resume_mid_generation_loses_nothing(ckpt):
+    tuner = NSGA2Tuner(**ARGS)
+    m = Manager(tuner, 3, order_seed=5)
+    m.start()
+    m.run(max_steps=11)  # stop inside generation 1, with trials running
+    replay = [{"parameter": key_to_sample(k), "value": {**v, "default": v["adv_acc"]}}
+              for k, v in tuner.search.results.items()]
+    # A new tuner process: load_checkpoint, then NNI replays finished trials; ids restart.
+    resumed = NSGA2Tuner(**ARGS)
+    resumed.load_checkpoint()
+    resumed.import_data(replay)
+    m2 = Manager(resumed, 3, order_seed=6, first_id=5)  # colliding ids on purpose
+    m2.start()
+    m2.run()
+    expected = _expected()
+    assert resumed.search.results == expected.results and resumed.search.history == expected.history
+    assert m.finished + m2.finished == expected.evaluations  # nothing evaluated twice
+
+
+def key_to_sample(key):
+    from strategies.nsga2 import key_to_arch
+
+    return key_to_arch(key).to_sample()
+
+
+def test_search_space_check():
+    space = nni_search_space()
+    space["ratio_3"] = {"_type": "choice", "_value": [0.2, 0.4, 0.6, 0.8, 1, 1.2, 1.4, 1.6, 1.8, 2]}  # ints ok
+    check_search_space(space)
+    bad = nni_search_space()
+    bad["layer_0"]["_value"] = list(range(22))
+    with pytest.raises(ValueError, match="layer_0"):
+        check_search_space(bad)
+    with pytest.raises(ValueError, match="missing keys"):
+        check_search_space({"lr": {"_type": "choice", "_value": [1]}})
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"population": 5}, "unknown key"),
+    ({"population_size": -1}, "population_size"),
+    ({"objectives": ["adv_acc:up", "params:min"]}, "direction"),
+    ({"dataset": "imagenet"}, "dataset"),
+    ({"param_range": 5}, "param_range"),
+])
+def test_class_args_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        NSGA2ClassArgsValidator().validate_class_args(**args)
+
+
+def test_param_range_uses_injected_params_fn(ckpt):
+    pf = lambda arch: toy_objectives(arch)["params"]  # noqa: E731
+    tuner = NSGA2Tuner(params_fn=pf, param_range=[2e5, 5e5], **ARGS)
+    m = Manager(tuner, 4)
+    m.start()
+    m.run()
+    assert tuner.search.results and all(2e5 <= v["params"] <= 5e5 for v in tuner.search.results.values())
+
+
+def test_reproducible_in_other_process(ckpt, tmp_path):
+    code = (
+        "import json, sys; sys.path.insert(0, %r)\n"
+        "from tests.test_tuner import ARGS, Manager\n"
+        "from strategies.tuner import NSGA2Tuner\n"
+        "t = NSGA2Tuner(**ARGS); m = Manager(t, 3, order_seed=1); m.start(); m.run()\n"
+        "print(json.dumps(t.search.front_keys()))\n" % str(Path(__file__).parent.parent))
+    env_out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=tmp_path)
+    tuner = NSGA2Tuner(**ARGS)
+    m = Manager(tuner, 3, order_seed=1)
+    m.start()
+    m.run()
+    assert json.loads(env_out.stdout.strip().splitlines()[-1]) == tuner.search.front_keys()
