@@ -169,11 +169,11 @@ def test_param_range_uses_injected_params_fn(ckpt):
 
 def test_reproducible_in_other_process(ckpt, tmp_path):
     code = (
-        "import json, sys; sys.path.insert(0, %r)\n"
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
         "from tests.test_tuner import ARGS, Manager\n"
         "from strategies.tuner import NSGA2Tuner\n"
         "t = NSGA2Tuner(**ARGS); m = Manager(t, 3, order_seed=1); m.start(); m.run()\n"
-        "print(json.dumps(t.search.front_keys()))\n" % str(Path(__file__).parent.parent))
+        "print(json.dumps(t.search.front_keys()))\n")
     env_out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              cwd=tmp_path)
     tuner = NSGA2Tuner(**ARGS)

@@ -1,0 +1,106 @@
+"""``python -m strategies``: run NSGA-II in-process, or recompute an experiment's front."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from search_space.encoding import ArchitectureError, SpaceConfig, save_front
+
+from .nsga2 import NSGA2Config, parse_objectives
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m strategies", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="in-process NSGA-II with an evaluation callback")
+    s.add_argument("--evaluator", default="toy",
+                   help="'toy' (analytic problem, strategies.toy) or 'module:function' (Architecture -> metric dict)")
+    s.add_argument("--population", type=int, default=50)
+    s.add_argument("--offspring", type=int, default=50)
+    s.add_argument("--generations", type=int, default=20)
+    s.add_argument("--tournament", type=int, default=10)
+    s.add_argument("--mutation", type=float, default=0.1)
+    s.add_argument("--crossover", type=float, default=0.9)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--objectives", nargs="+", default=None, metavar="NAME:max|min")
+    s.add_argument("--param-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+                   help="repair into this parameter range (parameter table of --dataset/--width-multiplier)")
+    s.add_argument("--dataset", default="fashion_mnist")
+    s.add_argument("--width-multiplier", type=int, default=1)
+    s.add_argument("--output", default="runs/search", help="directory for front.json and history.csv")
+
+    f = sub.add_parser("front", help="recompute front.json from an nnictl experiment or its export file")
+    f.add_argument("source", help="experiment id (running; REST) or a file from "
+                                  "`nnictl experiment export ID --type json`")
+    f.add_argument("--port", type=int, default=None, help="REST port (default: looked up by experiment id)")
+    f.add_argument("--objectives", nargs="+", default=None, metavar="NAME:max|min")
+    f.add_argument("--dataset", default="fashion_mnist")
+    f.add_argument("--width-multiplier", type=int, default=1)
+    f.add_argument("--output", default="front.json")
+    sp = sub.add_parser("space", help="write the nnictl search_space.json derived from the encoding")
+    sp.add_argument("--output", default="search_space.json")
+    return p
+
+
+def _space(args: argparse.Namespace) -> None:
+    import json
+
+    from search_space.encoding import atomic_write_text
+
+    from .space import nni_search_space
+
+    atomic_write_text(args.output, json.dumps(nni_search_space(), indent=1) + "\n")
+    print(f"wrote {args.output}")
+
+
+def _search(args: argparse.Namespace) -> None:
+    from .runner import load_callable, run_search
+    from .toy import toy_objectives
+
+    space = SpaceConfig.for_dataset(args.dataset, args.width_multiplier)
+    evaluate = toy_objectives if args.evaluator == "toy" else load_callable(args.evaluator)
+    params_fn = None
+    if args.param_range:
+        from .tuner import _default_params_fn
+
+        params_fn = _default_params_fn(space)
+    config = NSGA2Config(population_size=args.population, offspring_size=args.offspring,
+                         generations=args.generations, tournament_size=args.tournament,
+                         mutation_prob=args.mutation, crossover_prob=args.crossover, seed=args.seed,
+                         objectives=parse_objectives(args.objectives),
+                         param_range=tuple(args.param_range) if args.param_range else None)
+    search = run_search(config, evaluate, params_fn=params_fn, output_dir=args.output, space=space)
+    last = search.history[-1]
+    print(f"{search.evaluations} evaluations, front of {last['front_size']}, hypervolume "
+          f"{last['hypervolume']:.6f}; wrote {Path(args.output) / 'front.json'}")
+
+
+def _front(args: argparse.Namespace) -> None:
+    from .export import fetch_export, front_from_export, read_export_file
+
+    objectives = parse_objectives(args.objectives)
+    src = Path(args.source)
+    entries = read_export_file(src) if src.exists() else fetch_export(args.source, args.port)
+    front = front_from_export(entries, objectives)
+    space = SpaceConfig.for_dataset(args.dataset, args.width_multiplier)
+    save_front(args.output, front, objectives, space, source=str(args.source), evaluations=len(entries))
+    print(f"{len(entries)} trials, front of {len(front)}; wrote {args.output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        {"search": _search, "front": _front, "space": _space}[args.command](args)
+    except (ValueError, ArchitectureError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
