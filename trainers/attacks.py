@@ -1,0 +1,237 @@
+"""L∞ PGD attacks and the TRADES loss used for adversarial training.
+
+Inputs are images in [0, 1]; normalization, if any, lives inside the model
+(DESIGN §5). Evaluation uses torchattacks (see :mod:`trainers.evaluation`);
+the attacks here are the training-time inner maximizations, written so that
+
+* they never change the model's mode (the caller chooses eval or train mode);
+* they take gradients with ``torch.autograd.grad`` with respect to the input
+  only, so no parameter gradient is computed or accumulated;
+* the random start can come from a seeded ``torch.Generator``.
+
+With ``generator=None`` they draw their random start from the global RNG in
+the same way as torchattacks' ``PGD`` and ``TPGD``, so on a fixed seed they
+produce the same adversarial examples (tested in ``tests/test_attacks.py``).
+
+References
+----------
+Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
+Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy"
+(TRADES), ICML 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "TradesLoss",
+    "check_attack_settings",
+    "pgd_attack",
+    "project_linf",
+    "trades_attack",
+    "trades_kl",
+    "trades_loss",
+]
+
+
+def check_attack_settings(epsilon: float, step_size: float, steps: int, *, prefix: str = "") -> None:
+    """Validate L∞ attack settings; raise ``ValueError`` naming the bad one.
+
+    Parameters
+    ----------
+    epsilon : float
+        Radius of the L∞ ball, in input units ([0, 1] images), ``0 <= epsilon <= 1``.
+    step_size : float
+        Step of each signed-gradient step, ``> 0``.
+    steps : int
+        Number of steps, ``>= 1``.
+    prefix : str
+        Prepended to the setting names in error messages (e.g. ``"eval."``).
+    """
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
+        raise ValueError(f"{prefix}epsilon must be a finite number, got {epsilon!r}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"{prefix}epsilon must be in [0, 1] (inputs are in [0, 1]), got {epsilon!r}")
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
+        raise ValueError(f"{prefix}step_size must be a finite number, got {step_size!r}")
+    if step_size <= 0:
+        raise ValueError(f"{prefix}step_size must be > 0, got {step_size!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise ValueError(f"{prefix}steps must be an int, got {steps!r}")
+    if steps < 1:
+        raise ValueError(f"{prefix}steps must be >= 1, got {steps!r}")
+
+
+def project_linf(x: Tensor, x_adv: Tensor, epsilon: float) -> Tensor:
+    """Project ``x_adv`` onto the L∞ ball of radius ``epsilon`` around ``x`` and onto [0, 1]."""
+    delta = torch.clamp(x_adv - x, min=-epsilon, max=epsilon)
+    return torch.clamp(x + delta, min=0.0, max=1.0)
+
+
+def _uniform_start(x: Tensor, epsilon: float, generator: torch.Generator | None) -> Tensor:
+    if generator is None:
+        # Same draw as torchattacks.PGD, so both agree on a fixed global seed.
+        noise = torch.empty_like(x).uniform_(-epsilon, epsilon)
+    else:
+        noise = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * epsilon
+    return torch.clamp(x + noise, min=0.0, max=1.0)
+
+
+def _normal_start(x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+    if generator is None:
+        # Same draw as torchattacks.TPGD (and the TRADES reference code).
+        noise = std * torch.randn_like(x)
+    else:
+        noise = std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.clamp(x + noise, min=0.0, max=1.0)
+
+
+def pgd_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Untargeted L∞ PGD on the cross-entropy loss (Madry et al. 2018).
+
+    The model's mode is left as it is: put it in eval mode first for the usual
+    attack (BN running statistics untouched), or keep train mode on purpose.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps images in [0, 1] to logits.
+    x : Tensor
+        Clean images, shape (N, C, H, W), values in [0, 1].
+    y : Tensor
+        Labels, shape (N,).
+    epsilon : float
+        L∞ radius in input units (e.g. 8/255).
+    step_size : float
+        Signed-gradient step α in input units (e.g. 2/255).
+    steps : int
+        Number of PGD steps.
+    random_start : bool
+        Start from a uniform random point of the ε-ball (Madry et al.).
+    generator : torch.Generator, optional
+        Source of the random start; the global RNG if None.
+
+    Returns
+    -------
+    Tensor
+        Detached adversarial images in the ε-ball around ``x`` and in [0, 1].
+    """
+    check_attack_settings(epsilon, step_size, steps)
+    x = x.detach()
+    x_adv = _uniform_start(x, epsilon, generator) if random_start else x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = project_linf(x, x_adv.detach() + step_size * grad.sign(), epsilon)
+    return x_adv.detach()
+
+
+def trades_kl(logits_clean: Tensor, logits_adv: Tensor, *, reduction: str = "batchmean") -> Tensor:
+    """KL(softmax(f(x)) ‖ softmax(f(x'))), the TRADES robustness term.
+
+    Parameters
+    ----------
+    logits_clean, logits_adv : Tensor
+        Logits on clean and perturbed inputs, shape (N, K).
+    reduction : {"batchmean", "sum", "none"}
+        ``"batchmean"`` for the training loss, ``"sum"`` for the attack (the
+        TRADES and YOPO reference code; only the gradient's sign matters there).
+    """
+    log_p_adv = F.log_softmax(logits_adv, dim=1)
+    p_clean = F.softmax(logits_clean, dim=1)
+    if reduction == "none":
+        return F.kl_div(log_p_adv, p_clean, reduction="none").sum(dim=1)
+    return F.kl_div(log_p_adv, p_clean, reduction=reduction)
+
+
+class TradesLoss(NamedTuple):
+    """TRADES loss and its two terms (all scalar tensors)."""
+
+    total: Tensor
+    natural: Tensor
+    robust: Tensor
+
+
+def trades_loss(
+    logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, trades_lambda: float = 1.0
+) -> TradesLoss:
+    """TRADES loss of paper Eq. (3): CE(f(x), y) + KL(f(x) ‖ f(x+η)) / λ.
+
+    The clean distribution is *not* detached in the KL term, as in the TRADES
+    and YOPO reference code. λ = 1 in the paper (TRADES' β = 1/λ).
+    """
+    if not trades_lambda > 0:
+        raise ValueError(f"trades_lambda must be > 0, got {trades_lambda!r}")
+    natural = F.cross_entropy(logits_clean, y)
+    robust = trades_kl(logits_clean, logits_adv, reduction="batchmean")
+    return TradesLoss(natural + robust / trades_lambda, natural, robust)
+
+
+def trades_attack(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    init_std: float = 0.001,
+    clean_logits: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """TRADES' inner maximization: L∞ PGD ascent on KL(f(x) ‖ f(x')).
+
+    Starts at ``x + init_std · N(0, 1)`` (TRADES reference code; torchattacks' TPGD),
+    then ``steps`` signed-gradient steps on the summed KL to the clean prediction,
+    each followed by projection onto the ε-ball and [0, 1]. Labels are not used.
+    The model's mode is left as it is (TRADES attacks in eval mode).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps images in [0, 1] to logits.
+    x : Tensor
+        Clean images in [0, 1].
+    epsilon, step_size, steps
+        L∞ radius, step and number of steps, in input units.
+    init_std : float
+        Standard deviation of the Gaussian start.
+    clean_logits : Tensor, optional
+        ``model(x)`` if already computed (no gradient needed).
+    generator : torch.Generator, optional
+        Source of the random start; the global RNG if None.
+
+    Returns
+    -------
+    Tensor
+        Detached adversarial images.
+    """
+    check_attack_settings(epsilon, step_size, steps)
+    x = x.detach()
+    if clean_logits is None:
+        with torch.no_grad():
+            clean_logits = model(x)
+    clean_logits = clean_logits.detach()
+    x_adv = _normal_start(x, init_std, generator)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = trades_kl(clean_logits, model(x_adv), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = project_linf(x, x_adv.detach() + step_size * grad.sign(), epsilon)
+    return x_adv.detach()
