@@ -146,10 +146,10 @@ class SpaceConfig:
     @classmethod
     def for_dataset(cls, dataset: str, width_multiplier: int = 1) -> SpaceConfig:
         if dataset not in DATASET_SHAPES:
-            raise ArchitectureError(f"space.dataset: unknown data set {dataset!r}; "
+            raise ArchitectureError(f"dataset: unknown data set {dataset!r}; "
                                     f"expected one of {sorted(DATASET_SHAPES)}")
         if width_multiplier not in WIDTH_MULTIPLIERS:
-            raise ArchitectureError(f"space.width_multiplier: {width_multiplier!r} is not one of "
+            raise ArchitectureError(f"width_multiplier: {width_multiplier!r} is not one of "
                                     f"{list(WIDTH_MULTIPLIERS)}")
         in_channels, num_classes = DATASET_SHAPES[dataset]
         return cls(dataset, width_multiplier, in_channels, num_classes, 32)
@@ -163,7 +163,13 @@ class SpaceConfig:
             raise ArchitectureError(f"{where}: unknown field(s) {sorted(unknown)}")
         if "dataset" not in d:
             raise ArchitectureError(f"{where}.dataset: missing")
-        base = cls.for_dataset(d["dataset"], _int_field(d, "width_multiplier", where, default=1))
+        if d["dataset"] not in DATASET_SHAPES:
+            raise ArchitectureError(f"{where}.dataset: unknown data set {d['dataset']!r}; "
+                                    f"expected one of {sorted(DATASET_SHAPES)}")
+        width = _int_field(d, "width_multiplier", where, default=1)
+        if width not in WIDTH_MULTIPLIERS:
+            raise ArchitectureError(f"{where}.width_multiplier: {width!r} is not one of {list(WIDTH_MULTIPLIERS)}")
+        base = cls.for_dataset(d["dataset"], width)
         for key in ("in_channels", "num_classes", "resolution"):
             if key in d and _int_field(d, key, where) != getattr(base, key):
                 raise ArchitectureError(f"{where}.{key}: {d[key]!r} does not match data set "

@@ -1,0 +1,48 @@
+"""Data splits on the real Fashion-MNIST files (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainers.data import DataNotFoundError, get_splits
+
+
+def test_fashion_mnist_real_files(data_root):
+    splits = get_splits("fashion_mnist", data_root, val_size=5000, seed=0)
+    assert len(splits.train) == 55000 and len(splits.val) == 5000 and len(splits.test) == 10000
+    x, y = splits.val[0]
+    assert x.shape == (1, 32, 32) and 0 <= int(y) < 10
+    assert x.min() >= 0 and x.max() <= 1 and x.max() > 0.5
+    # padding from 28 to 32: the border is zero in the un-augmented splits
+    assert x[:, :2].abs().sum() == 0 and x[:, :, -2:].abs().sum() == 0
+    labels = torch.tensor([splits.test[i][1] for i in range(0, 10000, 50)])
+    assert len(labels.unique()) == 10
+
+
+def test_validation_split_is_seeded_and_disjoint(data_root):
+    a = get_splits("fashion_mnist", data_root, val_size=1000, seed=1)
+    b = get_splits("fashion_mnist", data_root, val_size=1000, seed=1)
+    c = get_splits("fashion_mnist", data_root, val_size=1000, seed=2)
+    assert a.val.indices == b.val.indices
+    assert a.val.indices != c.val.indices
+    assert not set(a.val.indices) & set(a.train.indices)
+    assert len(a.train) + len(a.val) == 60000
+
+
+def test_subsets_and_augmentation(data_root):
+    s = get_splits("fashion_mnist", data_root, val_size=0.1, seed=0, train_subset=64, val_subset=32,
+                   test_subset=16)
+    assert (len(s.train), len(s.val), len(s.test)) == (64, 32, 16)
+    torch.manual_seed(0)
+    views = torch.stack([s.train[0][0] for _ in range(8)])
+    assert (views - views[0]).abs().sum() > 0  # random crop/flip changes the training view
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataNotFoundError, match="fetch-fashion-mnist"):
+        get_splits("fashion_mnist", tmp_path)
+    with pytest.raises(DataNotFoundError, match="download"):
+        get_splits("cifar10", tmp_path)
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
+        get_splits("mnist", tmp_path)

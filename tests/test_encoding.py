@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from search_space.encoding import (
+    BLOCKS,
+    NUM_LAYERS,
+    RATIOS,
+    STRIDE2_LAYERS,
+    Architecture,
+    ArchitectureError,
+    SpaceConfig,
+    allowed_blocks,
+    load_architecture,
+    load_front,
+    save_architecture,
+    save_front,
+)
+from search_space.params import random_architecture
+
+
+def test_table_xiv_encoding():
+    assert len(BLOCKS) == 22 and [b.id for b in BLOCKS] == list(range(22))
+    assert [b.kernel for b in BLOCKS[:18]] == [3, 5, 7] * 6
+    assert {b.family for b in BLOCKS[0:3] + BLOCKS[6:9] + BLOCKS[12:15]} == {"shufflenetv2"}
+    assert {b.family for b in BLOCKS[3:6] + BLOCKS[9:12] + BLOCKS[15:18]} == {"shuffle_xception"}
+    assert all(b.non_local is None for b in BLOCKS[:6])
+    assert all(b.non_local == "embedded_gaussian" for b in BLOCKS[6:12] + BLOCKS[18:20])
+    assert all(b.non_local == "gaussian" for b in BLOCKS[12:18] + BLOCKS[20:22])
+    assert [b.bn for b in BLOCKS[18:]] == [True, False, True, False]
+    assert all(b.se for b in BLOCKS)
+    assert RATIOS == (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
+
+
+def test_stride2_rule_in_allowed_blocks():
+    for i in range(NUM_LAYERS):
+        allowed = allowed_blocks(i)
+        if i in STRIDE2_LAYERS:
+            assert allowed == tuple(range(18))
+        else:
+            assert allowed == tuple(range(22))
+
+
+def test_sample_and_json_round_trip(tmp_path):
+    rng = random.Random(0)
+    space = SpaceConfig.for_dataset("cifar10", 2)
+    for k in range(20):
+        arch = random_architecture(rng)
+        assert Architecture.from_sample(arch.to_sample()) == arch
+        assert Architecture.from_genes(arch.genes) == arch
+        path = tmp_path / f"a{k}.json"
+        save_architecture(arch, path, space)
+        assert load_architecture(path, space) == arch
+        assert json.loads(path.read_text())["space"]["width_multiplier"] == 2
+
+
+def test_nni_sends_integral_floats_as_ints():
+    arch = Architecture.from_genes([(0, 4)] * NUM_LAYERS)  # ratio 1.0
+    sample = {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in arch.to_sample().items()}
+    assert sample["ratio_0"] == 1 and isinstance(sample["ratio_0"], int)
+    assert Architecture.from_sample(sample) == arch
+
+
+def _arch_dict():
+    return Architecture.from_genes([(1, 9)] * NUM_LAYERS).to_dict(SpaceConfig())
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["layers"].pop(), "layers: expected 16 layers, got 15"),
+    (lambda d: d["layers"][3].update(block=22), "layers[3].block: 22"),
+    (lambda d: d["layers"][3].update(block=-1), "layers[3].block: -1"),
+    (lambda d: d["layers"][5].update(block="x"), "layers[5].block: 'x'"),
+    (lambda d: d["layers"][7].update(ratio=0.3), "layers[7].ratio: ratio 0.3"),
+    (lambda d: d["layers"][7].update(ratio="big"), "layers[7].ratio: 'big'"),
+    (lambda d: d["layers"][4].update(block=19), "layers[4].block: 19 (NE+SE) is a pure robust block"),
+    (lambda d: d["layers"][12].update(block=20), "layers[12].block: 20"),
+    (lambda d: d["layers"].__setitem__(2, {"block": 1}), "layers[2]: expected"),
+    (lambda d: d.update(format="other"), "format: expected 'tamnas-architecture'"),
+    (lambda d: d.update(version=99), "version: unsupported version 99"),
+    (lambda d: d["space"].update(dataset="imagenet"), "space.dataset: unknown data set 'imagenet'"),
+    (lambda d: d["space"].update(width_multiplier=3), "space.width_multiplier: 3"),
+    (lambda d: d["space"].update(in_channels=3), "space.in_channels: 3 does not match"),
+    (lambda d: d.update(objectives={"adv_acc": "high"}), "objectives: expected an object of numbers"),
+    (lambda d: d.update(colour="red"), "unknown field(s) ['colour']"),
+])
+def test_invalid_architectures_name_the_field(tmp_path, mutate, field):
+    d = _arch_dict()
+    mutate(d)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ArchitectureError) as e:
+        load_architecture(path)
+    assert str(path) in str(e.value)
+    assert field in str(e.value)
+
+
+def test_space_mismatch_is_refused(tmp_path):
+    path = tmp_path / "a.json"
+    save_architecture(Architecture.from_genes([(0, 0)] * NUM_LAYERS), path, SpaceConfig.for_dataset("cifar10"))
+    with pytest.raises(ArchitectureError, match="belongs to"):
+        load_architecture(path, SpaceConfig.for_dataset("fashion_mnist"))
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ArchitectureError, match="file not found"):
+        load_architecture(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ArchitectureError, match="not valid JSON"):
+        load_architecture(tmp_path / "x.json")
+
+
+def test_sample_errors():
+    sample = Architecture.from_genes([(0, 0)] * NUM_LAYERS).to_sample()
+    del sample["ratio_3"]
+    with pytest.raises(ArchitectureError, match="missing key 'ratio_3'"):
+        Architecture.from_sample(sample)
+
+
+def test_front_round_trip(tmp_path):
+    rng = random.Random(1)
+    archs = [Architecture(a.blocks, a.ratios, objectives={"adv_acc": 0.5, "clean_acc": 0.8, "params": 1e6})
+             for a in (random_architecture(rng) for _ in range(5))]
+    space = SpaceConfig.for_dataset("svhn")
+    save_front(tmp_path / "front.json", archs, space=space, experiment_id="abc")
+    loaded, objectives, file_space = load_front(tmp_path / "front.json")
+    assert loaded == archs and file_space == space
+    assert [o.name for o in objectives] == ["adv_acc", "clean_acc", "params"]
+    assert loaded[0].objectives == {"adv_acc": 0.5, "clean_acc": 0.8, "params": 1e6}
+    d = json.loads((tmp_path / "front.json").read_text())
+    d["architectures"][2]["layers"][0]["block"] = 21
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ArchitectureError, match=r"architectures\[2\]\.layers\[0\]\.block: 21"):
+        load_front(tmp_path / "bad.json")

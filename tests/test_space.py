@@ -1,0 +1,86 @@
+"""The ModelSpace, the parameter table, standalone subnets, the one-shot transform and search_space.json."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from search_space.encoding import NUM_LAYERS, RATIOS, Architecture, SpaceConfig, allowed_blocks
+from search_space.params import count_params, param_table, random_architecture, space_statistics
+from search_space.supernet import TamNasSpace, build_subnet, nni_search_space
+
+
+@pytest.mark.parametrize("dataset, width", [("cifar10", 1), ("cifar10", 2), ("fashion_mnist", 1)])
+def test_parameter_table_equals_built_model(dataset, width):
+    space = SpaceConfig.for_dataset(dataset, width)
+    rng = random.Random(width)
+    n_archs = 100 if dataset == "cifar10" else 20
+    for _ in range(n_archs):
+        arch = random_architecture(rng)
+        built = sum(p.numel() for p in build_subnet(arch, space).parameters())
+        assert count_params(arch, space) == built, arch.describe()
+
+
+def test_parameter_table_extremes_are_built_models():
+    space = SpaceConfig.for_dataset("cifar10", 1)
+    table = param_table(space)
+    # the smallest architecture: per layer the argmin block/ratio of the table
+    genes = []
+    for i in range(NUM_LAYERS):
+        best = min((table.table[i][b][r], b, r) for b in allowed_blocks(i) for r in range(len(RATIOS)))
+        genes.append((best[1], best[2]))
+    smallest = Architecture.from_genes(genes)
+    assert sum(p.numel() for p in build_subnet(smallest, space).parameters()) == table.min_params
+    stats = space_statistics(space, samples=2000)
+    assert table.min_params < stats["median"] < table.max_params
+
+
+def test_subnet_is_plain_pytorch_and_scripts():
+    arch = random_architecture(random.Random(3))
+    net = build_subnet(arch, SpaceConfig.for_dataset("cifar10")).eval()
+    modules = {type(m).__module__ for m in net.modules()}
+    assert not any(m.startswith("nni") for m in modules), modules
+    x = torch.rand(2, 3, 32, 32)
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_layer_one_interface():
+    net = build_subnet(random_architecture(random.Random(4))).eval()
+    x = torch.rand(3, 1, 32, 32)
+    torch.testing.assert_close(net.forward_from_layer_one(net.layer_one(x)), net(x))
+
+
+def test_model_space_freeze_matches_subnet_structure():
+    space = TamNasSpace(dataset="cifar10", width_multiplier=1)
+    arch = random_architecture(random.Random(5))
+    frozen = space.freeze(arch.to_sample())
+    assert sum(p.numel() for p in frozen.parameters()) == count_params(arch, space.space_config)
+    assert frozen(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_search_space_json_agrees_with_space():
+    ss = nni_search_space(TamNasSpace(dataset="fashion_mnist"))
+    assert list(ss) == [f"{k}_{i}" for i in range(NUM_LAYERS) for k in ("layer", "ratio")]
+    for i in range(NUM_LAYERS):
+        assert ss[f"layer_{i}"] == {"_type": "choice", "_value": list(allowed_blocks(i))}
+        assert ss[f"ratio_{i}"] == {"_type": "choice", "_value": list(RATIOS)}
+
+
+def test_one_shot_transform_forward_backward():
+    from search_space.oneshot import activate, to_one_shot
+
+    supernet = to_one_shot(TamNasSpace(dataset="fashion_mnist"))
+    rng = random.Random(0)
+    x = torch.rand(4, 1, 32, 32)
+    for _ in range(4):
+        arch = random_architecture(rng)
+        activate(supernet, arch)
+        supernet.zero_grad()
+        y = supernet(x)
+        assert y.shape == (4, 10) and torch.isfinite(y).all()
+        y.logsumexp(1).mean().backward()
+        grads = [p.grad for p in supernet.layer_one.parameters()] + [p.grad for p in supernet.head.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)

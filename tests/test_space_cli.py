@@ -1,0 +1,96 @@
+"""``python -m search_space``: each command, and one-line errors with a nonzero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from search_space.__main__ import main
+from search_space.encoding import Architecture, SpaceConfig, load_architecture, load_front
+from search_space.legonet import (
+    PAPER_BLOCK_STATS,
+    PAPER_RATIO_STATS,
+    count_statistics,
+    legonet,
+    legonet_from_files,
+    read_stats_csv,
+    write_stats_csv,
+)
+from search_space.params import count_params
+
+
+def test_info_json(capsys):
+    assert main(["info", "--dataset", "cifar10", "--width", "2", "--json", "--samples", "500"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert len(info["blocks"]) == 22 and len(info["layers"]) == 16
+    assert info["params"]["min"] < info["params"]["median"] < info["params"]["max"]
+    assert info["space"]["width_multiplier"] == 2
+
+
+def test_sample_is_seeded_and_valid(tmp_path):
+    assert main(["sample", "-n", "5", "--seed", "7", "--out", str(tmp_path / "a.json")]) == 0
+    assert main(["sample", "-n", "5", "--seed", "7", "--out", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    archs, _, space = load_front(tmp_path / "a.json")
+    assert len(archs) == 5 and len(set(archs)) == 5
+    assert all(a.objectives["params"] == count_params(a, space) for a in archs)
+
+
+def test_params_check(tmp_path, capsys):
+    main(["sample", "--seed", "1", "--dataset", "cifar10", "--out", str(tmp_path / "a.json")])
+    assert main(["params", str(tmp_path / "a.json"), "--check", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == out["built_params"]
+    assert out["space"]["dataset"] == "cifar10"
+
+
+def test_lego_from_paper_tables(tmp_path):
+    assert main(["lego", "--dataset", "cifar10", "--width", "2", "--out", str(tmp_path / "lego.json")]) == 0
+    arch = load_architecture(tmp_path / "lego.json", SpaceConfig.for_dataset("cifar10", 2))
+    # Table XIV/XV: layer 0 -> block 15 (4 of 10), ratio 1.8 (6 of 10); layer 15 -> ratio 0.2 (10 of 10)
+    assert arch.blocks[0] == 15 and arch.ratios[0] == 1.8 and arch.ratios[15] == 0.2
+    # layer 12 is stride 2: the one pure robust block counted there is skipped; block 0 (5 of 10) wins
+    assert arch.blocks[12] == 0
+    # ties go to the lower id: layer 4 counts blocks 2 and 12 four times each
+    assert arch.blocks[4] == 2
+
+
+def test_statistics_round_trip_into_legonet(tmp_path):
+    archs = [Architecture.from_genes([(3, 8)] * 16), Architecture.from_genes([(3, 8)] * 16),
+             Architecture.from_genes([(5, 1)] * 16)]
+    blocks, ratios = count_statistics(archs)
+    assert blocks[0][3] == 2 and blocks[0][5] == 1 and sum(ratios[7]) == 3
+    write_stats_csv(tmp_path / "b.csv", blocks)
+    write_stats_csv(tmp_path / "r.csv", ratios)
+    assert read_stats_csv(tmp_path / "b.csv", 22) == blocks
+    assert legonet_from_files(tmp_path / "b.csv", tmp_path / "r.csv") == Architecture.from_genes([(3, 8)] * 16)
+    assert legonet(read_stats_csv(PAPER_BLOCK_STATS, 22), read_stats_csv(PAPER_RATIO_STATS, 10)).blocks[1] == 6
+
+
+def test_bad_stats_file_names_row_and_column(tmp_path, capsys):
+    text = PAPER_BLOCK_STATS.read_text().splitlines()
+    text[4] = text[4].replace(",0,", ",x,", 1)
+    (tmp_path / "bad.csv").write_text("\n".join(text))
+    assert main(["lego", "--block-stats", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv:5: column" in err and "'x' is not a count" in err
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path):
+    bad = tmp_path / "bad.json"
+    d = Architecture.from_genes([(0, 0)] * 16).to_dict()
+    d["layers"][0]["block"] = 19
+    bad.write_text(json.dumps(d))
+    r = subprocess.run([sys.executable, "-m", "search_space", "params", str(bad)], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "layers[0].block: 19" in r.stderr and "stride-2" in r.stderr
+
+
+def test_export_space(tmp_path):
+    assert main(["export-space", "--out", str(tmp_path / "ss.json")]) == 0
+    ss = json.loads((tmp_path / "ss.json").read_text())
+    assert len(ss) == 32 and ss["layer_4"]["_value"] == list(range(18))

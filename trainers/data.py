@@ -1,0 +1,168 @@
+"""Data sets and splits: CIFAR-10, SVHN and Fashion-MNIST, inputs in [0, 1], 32x32.
+
+The search never looks at the test split: ``train`` and ``val`` are a seeded split of the
+training set (``val`` without augmentation); only final evaluation reads ``test``.
+
+Augmentation follows the paper: pad 4 + random crop, plus horizontal flip for CIFAR-10 and
+Fashion-MNIST (clothes are left-right symmetric), no flip for SVHN digits. Fashion-MNIST is
+zero-padded from 28x28 to 32x32 so the Table I macro-architecture applies unchanged.
+
+``python -m trainers.data fetch-fashion-mnist --root data`` puts Fashion-MNIST where
+torchvision reads it, from Debian's ``dataset-fashion-mnist`` package when apt is available,
+else through torchvision's download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets, transforms
+
+logger = logging.getLogger(__name__)
+
+DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DATASETS = ("cifar10", "svhn", "fashion_mnist")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is not on disk; the message says how to get it."""
+
+
+def default_root() -> Path:
+    """``$TAMNAS_DATA`` or ``./data``."""
+    return Path(os.environ.get("TAMNAS_DATA", "data"))
+
+
+def _transforms(name: str, train: bool) -> transforms.Compose:
+    ops: list = []
+    if name == "fashion_mnist":
+        ops.append(transforms.Pad(2))
+    if train:
+        ops.append(transforms.RandomCrop(32, padding=4))
+        if name != "svhn":
+            ops.append(transforms.RandomHorizontalFlip())
+    ops.append(transforms.ToTensor())
+    return transforms.Compose(ops)
+
+
+def _raw_dataset(name: str, root: Path, split: str, train_transform: bool, download: bool) -> Dataset:
+    tf = _transforms(name, train_transform)
+    try:
+        if name == "cifar10":
+            return datasets.CIFAR10(str(root), train=split == "train", transform=tf, download=download)
+        if name == "svhn":
+            return datasets.SVHN(str(root), split="train" if split == "train" else "test", transform=tf,
+                                 download=download)
+        if name == "fashion_mnist":
+            return datasets.FashionMNIST(str(root), train=split == "train", transform=tf, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        hint = {
+            "fashion_mnist": f"run `python -m trainers.data fetch-fashion-mnist --root {root}` "
+                             "(Debian: apt-get install dataset-fashion-mnist)",
+            "cifar10": f"pass download=True (--download) where the internet is reachable, or put "
+                       f"cifar-10-batches-py/ under {root}",
+            "svhn": f"pass download=True (--download) where the internet is reachable, or put "
+                    f"train_32x32.mat and test_32x32.mat under {root}",
+        }[name]
+        raise DataNotFoundError(f"{name} not found under {root}: {e}. To get it: {hint}") from None
+    raise ValueError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
+def get_splits(name: str, root: str | os.PathLike | None = None, *, val_size: int | float = 5000,
+               seed: int = 0, train_subset: int | None = None, val_subset: int | None = None,
+               test_subset: int | None = None, augment: bool = True, download: bool = False) -> Splits:
+    """Train / validation / test splits of ``name``.
+
+    ``val_size`` (count, or a fraction of the training set) is held out from the training set
+    by a permutation fixed by ``seed``; ``*_subset`` keep the first N of each split (quick presets).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown data set {name!r}; expected one of {list(DATASETS)}")
+    root = Path(root) if root is not None else default_root()
+    train_full = _raw_dataset(name, root, "train", augment, download)
+    train_plain = _raw_dataset(name, root, "train", False, False)
+    test = _raw_dataset(name, root, "test", False, download)
+    n = len(train_full)  # type: ignore[arg-type]
+    n_val = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
+    if not 0 < n_val < n:
+        raise ValueError(f"val_size: {val_size!r} leaves no training or no validation data ({n} images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if train_subset is not None:
+        train_idx = train_idx[:train_subset]
+    if val_subset is not None:
+        val_idx = val_idx[:val_subset]
+    test_ds: Dataset = test if test_subset is None else Subset(test, range(min(test_subset, len(test))))
+    return Splits(Subset(train_full, train_idx), Subset(train_plain, val_idx), test_ds)
+
+
+def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling order is fixed by ``seed``."""
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
+                      persistent_workers=num_workers > 0)
+
+
+def fetch_fashion_mnist(root: str | os.PathLike) -> Path:
+    """Put the four Fashion-MNIST files, uncompressed, under ``<root>/FashionMNIST/raw``."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    if all((raw / f).exists() for f in FMNIST_FILES):
+        logger.info("Fashion-MNIST already in %s", raw)
+        return raw
+    if not DEBIAN_FMNIST_DIR.exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        logger.info("installing Debian's dataset-fashion-mnist")
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=False)
+    raw.mkdir(parents=True, exist_ok=True)
+    if all((DEBIAN_FMNIST_DIR / f"{f}.gz").exists() for f in FMNIST_FILES):
+        for f in FMNIST_FILES:
+            tmp = raw / f".{f}.tmp"
+            with gzip.open(DEBIAN_FMNIST_DIR / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(raw / f)
+        logger.info("Fashion-MNIST unpacked from %s into %s", DEBIAN_FMNIST_DIR, raw)
+        return raw
+    logger.info("Debian's dataset-fashion-mnist unavailable; trying torchvision's download")
+    datasets.FashionMNIST(str(root), train=True, download=True)
+    datasets.FashionMNIST(str(root), train=False, download=True)
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fetch-fashion-mnist", help="put Fashion-MNIST under ROOT/FashionMNIST/raw")
+    p.add_argument("--root", default=str(default_root()))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        print(fetch_fashion_mnist(args.root))
+    except (OSError, RuntimeError) as e:
+        print(f"error: could not get Fashion-MNIST: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
