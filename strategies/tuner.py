@@ -141,7 +141,8 @@ class NSGA2Tuner(Tuner):
             self.output_dir = None
         if self.state_path is None:
             _logger.warning("NSGA2Tuner: no NNI checkpoint directory; state is not persisted")
-        self.experiment_id = os.environ.get("NNI_EXP_ID") or nni.get_experiment_id()
+        # The dispatcher gets no experiment id; the experiment directory is named after it.
+        self.experiment_id = os.environ.get("NNI_EXP_ID") or (Path(ckpt).parent.name if ckpt else None)
         self._queue: deque[str] = deque(self.search.pending())  # proposals not yet handed out
         self._credits: deque[int] = deque()  # parameter ids waiting for the next generation
         self._running: dict[int, str] = {}  # parameter id -> architecture key (this process only)
@@ -194,7 +195,7 @@ class NSGA2Tuner(Tuner):
             self._finish(key, None)
             return
         prov = {"trial_id": kwargs.get("trial_job_id"), "parameter_id": parameter_id}
-        if self.experiment_id and self.experiment_id != "STANDALONE":
+        if self.experiment_id:
             prov["experiment_id"] = self.experiment_id
         self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
 
@@ -264,7 +265,7 @@ class NSGA2Tuner(Tuner):
         self.save_checkpoint()
         if advanced:
             if self.output_dir is not None:
-                meta = {"experiment_id": self.experiment_id} if self.experiment_id not in (None, "STANDALONE") else {}
+                meta = {"experiment_id": self.experiment_id} if self.experiment_id else {}
                 write_outputs(self.search, self.output_dir, self.space, **meta)
             self._queue = deque(self.search.pending())
         self._dispatch()

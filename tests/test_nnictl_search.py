@@ -1,0 +1,147 @@
+"""Real ``nnictl create`` / ``stop`` / ``resume`` runs of NSGA2Tuner with the toy trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from search_space.encoding import load_front
+from strategies.nsga2 import NSGA2Config, dominates_matrix, objective_matrix
+from strategies.runner import run_search
+from strategies.space import nni_search_space
+from strategies.toy import toy_objectives
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ARGS = {"population_size": 8, "offspring_size": 8, "generations": 3, "tournament_size": 3, "seed": 5}
+BUDGET = 8 + 3 * 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _nnictl(*args: str, timeout: float = 120) -> str:
+    r = subprocess.run([str(BIN / "nnictl"), *args], capture_output=True, text=True, timeout=timeout, env=_env(),
+                       cwd=ROOT)
+    assert r.returncode == 0, f"nnictl {args}: {r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def _config(tmp_path: Path, max_trials: int, concurrency: int) -> Path:
+    (tmp_path / "search_space.json").write_text(json.dumps(nni_search_space()))
+    cfg = f"""
+experimentName: tamnas-nsga2-test
+searchSpaceFile: {tmp_path / 'search_space.json'}
+trialCommand: {sys.executable} -m strategies.toy_trial
+trialCodeDirectory: {ROOT}
+trialConcurrency: {concurrency}
+maxTrialNumber: {max_trials}
+experimentWorkingDirectory: {tmp_path / 'nni'}
+tuner:
+  codeDirectory: {ROOT}
+  className: strategies.tuner.NSGA2Tuner
+  classArgs: {json.dumps(ARGS)}
+trainingService:
+  platform: local
+"""
+    path = tmp_path / "search.yml"
+    path.write_text(cfg)
+    return path
+
+
+def _create(cfg: Path, port: int) -> str:
+    out = _nnictl("create", "--config", str(cfg), "--port", str(port))
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)  # nnictl colours its output
+    m = re.search(r"[Ee]xperiment [Ii][Dd] is (\w+)", plain) or re.search(r"[Ii][Dd]: ?(\w{8})", plain)
+    assert m, out
+    return m.group(1)
+
+
+def _get(port: int, path: str):
+    with urllib.request.urlopen(f"http://localhost:{port}/api/v1/nni/{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _state(exp_dir: Path) -> dict:
+    p = exp_dir / "checkpoint" / "nsga2_state.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _expected_front():
+    s = run_search(NSGA2Config(**ARGS), toy_objectives)
+    return {k: s.results[k] for k in s.front_keys()}
+
+
+def _check_front(exp_dir: Path):
+    archs, objectives, _ = load_front(exp_dir / "front.json")
+    got = {a.key: a.objectives for a in archs}
+    assert got == _expected_front()
+    F = objective_matrix([a.objectives for a in archs], objectives)
+    assert not dominates_matrix(F).any()  # non-dominated
+    assert all(a.provenance.get("trial_id") for a in archs)
+    assert len((exp_dir / "history.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_nnictl_search_toy(tmp_path):
+    port = _free_port()
+    exp_id = _create(_config(tmp_path, BUDGET, concurrency=4), port)
+    try:
+        _wait(lambda: _get(port, "check-status")["status"] in ("DONE", "ERROR"), 210, "experiment DONE")
+        assert _get(port, "check-status")["status"] == "DONE"
+        exp_dir = tmp_path / "nni" / exp_id
+        _check_front(exp_dir)
+        metrics = _get(port, "metric-data")
+        assert len(metrics) == BUDGET
+        value = json.loads(metrics[0]["data"])
+        value = json.loads(value) if isinstance(value, str) else value
+        assert {"default", "adv_acc", "clean_acc", "params"} <= set(value)
+    finally:
+        _nnictl("stop", exp_id)
+
+
+def test_nnictl_stop_and_resume_mid_generation(tmp_path):
+    port = _free_port()
+    # Headroom over the budget: trials killed by `stop` are submitted again after resume.
+    exp_id = _create(_config(tmp_path, BUDGET + 16, concurrency=3), port)
+    exp_dir = tmp_path / "nni" / exp_id
+    try:
+        _wait(lambda: _state(exp_dir).get("generation") == 1 and
+              len(_state(exp_dir).get("results", {})) >= 11, 150, "mid-generation 1")
+        _nnictl("stop", exp_id)
+        before = _state(exp_dir)
+        assert before["generation"] == 1 and not before["finished"]
+        _nnictl("resume", exp_id, "--port", str(port))
+        _wait(lambda: _state(exp_dir).get("finished", False), 210, "search finished after resume")
+        after = _state(exp_dir)
+        assert set(before["results"]) <= set(after["results"])
+        assert len(after["results"]) + len(after["failed"]) == BUDGET  # none lost, none repeated
+        _check_front(exp_dir)
+    finally:
+        _nnictl("stop", exp_id)
