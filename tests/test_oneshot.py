@@ -1,0 +1,51 @@
+"""Weight inheritance from the one-shot supernet (with the NNI 3.0 freeze workaround)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, MixedConv2d
+
+from search_space.oneshot import activate, inherit_subnet, to_one_shot
+from search_space.params import count_params, random_architecture
+from search_space.supernet import Subnet, TamNasSpace
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
+def test_inherited_subnet_equals_supernet():
+    torch.manual_seed(0)
+    supernet = to_one_shot(TamNasSpace(dataset="cifar10", width_multiplier=1))
+    _randomize_bn(supernet)
+    supernet.eval()
+    rng = random.Random(0)
+    x = torch.rand(4, 3, 32, 32)
+    for _ in range(6):
+        arch = random_architecture(rng)
+        activate(supernet, arch)
+        subnet = inherit_subnet(supernet, arch)
+        assert isinstance(subnet, Subnet) and not subnet.training
+        assert sum(p.numel() for p in subnet.parameters()) == count_params(arch, supernet.space_config)
+        with torch.no_grad():
+            assert (supernet(x) - subnet(x)).abs().max().item() <= 1e-6
+        # a copy: training the subnet leaves the supernet alone
+        before = supernet.layer_one[0].weight.clone()
+        subnet.layer_one[0].weight.data.add_(1.0)
+        assert torch.equal(supernet.layer_one[0].weight, before)
+
+
+def test_freeze_workaround_is_scoped():
+    orig = (MixedConv2d.freeze_weight, MixedBatchNorm2d.freeze_weight)
+    supernet = to_one_shot(TamNasSpace(dataset="fashion_mnist"))
+    arch = random_architecture(random.Random(1))
+    activate(supernet, arch)
+    inherit_subnet(supernet, arch)
+    assert (MixedConv2d.freeze_weight, MixedBatchNorm2d.freeze_weight) == orig
