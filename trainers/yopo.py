@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainers.attacks import check_attack_settings
+from trainers.attacks import check_attack_settings, project_linf
 
 __all__ = [
     "check_layer_one_interface",
@@ -100,9 +100,13 @@ def check_yopo_settings(*, epsilon: float, sigma: float, m: int, n: int) -> None
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
 
 
-def hamiltonian(layer_one: nn.Module, x: Tensor, eta: Tensor, costate: Tensor) -> Tensor:
-    """Layer-one Hamiltonian ``H = Σ f₀(clip(x + η, 0, 1)) ⊙ p`` (YOPO Eq. 8, summed over the batch)."""
-    return (layer_one(torch.clamp(x + eta, 0.0, 1.0)) * costate).sum()
+def hamiltonian(layer_one: nn.Module, x_adv: Tensor, costate: Tensor) -> Tensor:
+    """Layer-one Hamiltonian ``H = Σ f₀(x + η) ⊙ p`` (YOPO Eq. 8, summed over the batch).
+
+    Takes the perturbed input ``x_adv = clip(x + η, 0, 1)`` itself, so that
+    ``∂H/∂η = ∂H/∂x_adv`` inside the box.
+    """
+    return (layer_one(x_adv) * costate).sum()
 
 
 def layer_one_steps(
@@ -118,8 +122,14 @@ def layer_one_steps(
     """YOPO's ``n`` inner steps with the costate fixed; only layer one is run.
 
     ``η ← η − σ·sign(∂H/∂η)``, then η is clipped to the ε-ball and ``x + η`` to [0, 1].
-    Gradients are taken with ``torch.autograd.grad`` w.r.t. η only: layer one's
-    parameters get no gradient.
+    Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only: layer
+    one's parameters get no gradient.
+
+    # NOTE: the YOPO reference code evaluates H at clamp(x + η) and differentiates
+    # through the clamp, whose gradient is 0 at the bounds: pixels sitting at 0 or 1
+    # (Fashion-MNIST's black background, or x + η rounding to 1 + ulp) would never
+    # move. We differentiate at the clipped point x' = clip(x + η) instead -- the
+    # same step PGD takes -- so TRADES-YOPO-k-1 is exactly TRADES' PGD-k.
 
     Returns
     -------
@@ -127,14 +137,13 @@ def layer_one_steps(
         The detached new perturbation η.
     """
     costate = costate.detach()
-    eta = eta.detach()
+    x = x.detach()
+    x_adv = torch.clamp(x + eta.detach(), 0.0, 1.0)
     for _ in range(steps):
-        eta.requires_grad_(True)
-        (grad,) = torch.autograd.grad(hamiltonian(layer_one, x, eta, costate), eta)
-        eta = eta.detach() - sigma * grad.sign()
-        eta = torch.clamp(eta, -epsilon, epsilon)
-        eta = torch.clamp(x + eta, 0.0, 1.0) - x
-    return eta.detach()
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(hamiltonian(layer_one, x_adv, costate), x_adv)
+        x_adv = project_linf(x, x_adv.detach() - sigma * grad.sign(), epsilon)
+    return (x_adv - x).detach()
 
 
 def kl_costate(model: nn.Module, x: Tensor, eta: Tensor, clean_probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,7 +199,8 @@ def trades_yopo_perturbation(
 
     # NOTE: the start is clipped so that x + η is in [0, 1] from the outset, and
     # every full forward sees clip(x + η) -- the reference code clips only inside
-    # the Hamiltonian. This keeps ∂H/∂η = −∂L/∂η exact at the first inner step.
+    # the Hamiltonian. With :func:`layer_one_steps` this makes ∂H/∂η = −∂L/∂η exact
+    # at the first inner step.
 
     Returns
     -------
