@@ -1,0 +1,39 @@
+"""``python -m strategies``: search, front (from an nnictl export file) and space."""
+
+from __future__ import annotations
+
+import json
+
+from search_space.encoding import load_front
+from strategies.__main__ import main
+from strategies.nsga2 import key_to_arch
+from strategies.space import nni_search_space
+
+
+def test_search_then_front_from_export(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--population", "8", "--offspring", "6", "--generations", "2", "--tournament", "3",
+                 "--seed", "1", "--output", str(out)]) == 0
+    state_front, objectives, _ = load_front(out / "front.json")
+    # An nnictl export of the same evaluations: value is a JSON string of the metric dict.
+    export = [{"parameter": key_to_arch(a.key).to_sample(), "trialJobId": f"t{i}",
+               "value": json.dumps({"default": a.objectives["adv_acc"], **a.objectives})}
+              for i, a in enumerate(state_front)]
+    export.append({"parameter": {"lr": 1}, "value": "{}", "trialJobId": "bad"})  # skipped with a warning
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    assert main(["front", str(tmp_path / "export.json"), "--output", str(tmp_path / "front.json")]) == 0
+    front, _, _ = load_front(tmp_path / "front.json")
+    assert {a.key for a in front} == {a.key for a in state_front}
+    assert all(a.provenance["trial_id"].startswith("t") for a in front)
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["front", str(tmp_path / "missing-experiment")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+    assert main(["search", "--population", "0"]) == 1
+
+
+def test_space_command(tmp_path):
+    assert main(["space", "--output", str(tmp_path / "ss.json")]) == 0
+    assert json.loads((tmp_path / "ss.json").read_text()) == nni_search_space()
