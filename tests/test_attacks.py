@@ -113,8 +113,12 @@ def test_attacks_stay_in_ball_and_box_and_leave_params_alone(trained):
 
 def test_pgd_is_reproducible_with_a_generator(trained):
     model, x, y = trained
-    a = pgd_attack(model, x, y, epsilon=EPS, step_size=ALPHA, steps=2, generator=torch.Generator().manual_seed(5))
-    b = pgd_attack(model, x, y, epsilon=EPS, step_size=ALPHA, steps=2, generator=torch.Generator().manual_seed(5))
+    a = pgd_attack(
+        model, x, y, epsilon=EPS, step_size=ALPHA, steps=2, generator=torch.Generator().manual_seed(5)
+    )
+    b = pgd_attack(
+        model, x, y, epsilon=EPS, step_size=ALPHA, steps=2, generator=torch.Generator().manual_seed(5)
+    )
     assert torch.equal(a, b)
 
 
