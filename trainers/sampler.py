@@ -81,7 +81,9 @@ class PhaseConfig:
     initial_ratios : tuple of float, optional
         Ratio set at the start of a joint phase (paper: 1.8, 2.0); None: all ten ratios.
     widen_every : int
-        Add the next smaller ratio every this many epochs/steps (``SamplerConfig.widen_unit``); paper: 20.
+        Add one ratio every this many epochs/steps (``SamplerConfig.widen_unit``); paper: 20. Ratios
+        below the set come first, largest first (the paper's "one smaller ratio"); then those
+        above it, smallest first.
     lr : float, optional
         Learning rate at the start of the phase (None: ``optimizer.lr``); paper: 0.1 for both.
     milestones : tuple of int
@@ -116,7 +118,8 @@ class PhaseConfig:
         if not self.sample_ratios:
             return [(self.ratio,)]
         start = self.initial_ratios or RATIOS
-        rest = sorted(set(RATIOS) - set(start), reverse=True)
+        below = sorted((r for r in RATIOS if r < min(start)), reverse=True)
+        rest = below + sorted(r for r in RATIOS if r not in start and r not in below)
         return [tuple(sorted((*start, *rest[:k]))) for k in range(len(rest) + 1)]
 
 
