@@ -249,6 +249,17 @@ class Architecture:
         """Canonical string key (used to deduplicate and to persist tuner state)."""
         return "-".join(f"{b}:{ratio_index(r)}" for b, r in zip(self.blocks, self.ratios, strict=True))
 
+    @classmethod
+    def from_key(cls, key: str) -> Architecture:
+        """Inverse of :attr:`key` (``"b:r-b:r-..."``, ratio ids)."""
+        try:
+            genes = [tuple(int(v) for v in part.split(":")) for part in str(key).split("-")]
+        except ValueError:
+            raise ArchitectureError(f"architecture key {key!r} is not 'block:ratio_id-...'") from None
+        if len(genes) != NUM_LAYERS or any(len(g) != 2 for g in genes):
+            raise ArchitectureError(f"architecture key {key!r} must have {NUM_LAYERS} 'block:ratio_id' parts")
+        return cls.from_genes(genes)
+
     # ---- NNI sample
     def to_sample(self) -> dict[str, Any]:
         """The NNI sample ``{"layer_i": block_id, "ratio_i": ratio}``."""

@@ -134,3 +134,11 @@ def test_front_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ArchitectureError, match=r"architectures\[2\]\.layers\[0\]\.block: 21"):
         load_front(tmp_path / "bad.json")
+
+
+def test_key_round_trip_and_errors():
+    arch = random_architecture(random.Random(9))
+    assert Architecture.from_key(arch.key) == arch
+    for bad in ("", "1:2-3", "x:y" + "-0:0" * 15, "-".join(["0:10"] * 16)):
+        with pytest.raises(ArchitectureError):
+            Architecture.from_key(bad)
