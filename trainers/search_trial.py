@@ -1,0 +1,166 @@
+"""The subnet evaluation trial of the search (paper §III-E; DESIGN §1).
+
+One trial scores one architecture without training it: inherit its weights from the supernet
+checkpoint, recalibrate batch norm on training batches, then measure clean and PGD accuracy on
+the **validation** split (never the test split), and count parameters (parameter table) and
+FLOPs (``torch.utils.flop_counter``). Inside NNI the architecture comes from
+``nni.get_next_parameter()`` and the metric dict goes to ``nni.report_final_result``; outside NNI
+``--arch FILE`` gives the architecture and the result is printed as JSON.
+
+The reported dict is ``{"default": adv_acc, "adv_acc", "clean_acc", "params", "flops", ...}``
+plus the time spent in each phase (``time_*`` seconds), so the web UI shows every objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_space.encoding import Architecture, ArchitectureError, load_architecture
+from search_space.oneshot import inherit_subnet
+from search_space.params import count_params
+
+logger = logging.getLogger(__name__)
+
+
+def _process_start() -> float:
+    """When this process started (includes interpreter start-up and imports)."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def count_flops(model: torch.nn.Module, in_channels: int, resolution: int = 32) -> int:
+    """Floating-point operations of one forward pass on one image (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, in_channels, resolution, resolution))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def in_nni_trial() -> bool:
+    import nni
+
+    return nni.get_experiment_id() != "STANDALONE"
+
+
+def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, data_root: str | None = None,
+                          bn_batches: int = 20, eval_examples: int | None = None, epsilon: float | None = None,
+                          steps: int = 10, batch_size: int = 256, seed: int = 0,
+                          progress: bool = False) -> dict[str, Any]:
+    """Score ``arch`` with weights inherited from ``checkpoint``; returns the metric dict.
+
+    Data settings (data set, validation split and its seed) come from the checkpoint's resolved
+    config, so the trial sees exactly the split the supernet held out. ``epsilon`` defaults to
+    the supernet's training ε.
+    """
+    from trainers.bn import recalibrate_bn
+    from trainers.checkpoint import load_supernet
+    from trainers.data import get_splits, make_loader
+    from trainers.evaluation import EvaluationConfig, evaluate_robustness
+
+    timings: dict[str, float] = {"time_process_start": time.time() - _process_start()}
+    torch.manual_seed(seed)
+    t = time.time()
+    supernet, space, meta = load_supernet(checkpoint)
+    subnet = inherit_subnet(supernet, arch)
+    del supernet
+    timings["time_checkpoint_load"] = time.time() - t
+
+    data_cfg = meta["config"]["data"]
+    splits = get_splits(space.dataset, data_root or data_cfg.get("root"), val_size=data_cfg["val_size"],
+                        seed=data_cfg["split_seed"], val_subset=eval_examples)
+    t = time.time()
+    train_loader = make_loader(splits.train, batch_size, shuffle=True, seed=seed)
+    recalibrate_bn(subnet, train_loader, bn_batches)
+    timings["time_bn_recalibration"] = time.time() - t
+
+    t = time.time()
+    eps = float(epsilon if epsilon is not None else meta["config"]["adversarial"]["epsilon"])
+    config = EvaluationConfig(epsilons=(eps,), steps=(steps,), seed=seed)
+    result = evaluate_robustness(subnet, make_loader(splits.val, batch_size, shuffle=False),
+                                 config, progress=progress)
+    timings["time_evaluation"] = time.time() - t
+    adv_acc = float(result["pgd"][0]["acc"])
+    metrics = {
+        "default": adv_acc,
+        "adv_acc": adv_acc,
+        "clean_acc": float(result["clean_acc"]),
+        "params": count_params(arch, space),
+        "flops": count_flops(subnet, space.in_channels, space.resolution),
+        "epsilon": eps,
+        "pgd_steps": steps,
+        "num_examples": int(result["num_examples"]),
+        **timings,
+    }
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainers.search_trial", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="supernet checkpoint (python -m trainers supernet)")
+    p.add_argument("--arch", help="architecture JSON (outside NNI; inside NNI the tuner sends it)")
+    p.add_argument("--data-root", help="data directory (default: the supernet's, or $TAMNAS_DATA / ./data)")
+    p.add_argument("--bn-batches", type=int, default=20, help="training batches for BN recalibration")
+    p.add_argument("--eval-examples", type=int, help="first N validation images (default: all)")
+    p.add_argument("--epsilon", type=float, help="PGD ε (default: the supernet's training ε)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the metric dict to this JSON file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    nni_mode = in_nni_trial()
+    try:
+        if nni_mode:
+            import nni
+
+            arch = Architecture.from_sample(nni.get_next_parameter(), where="NNI parameters")
+        elif args.arch:
+            arch = load_architecture(args.arch)
+        else:
+            raise ArchitectureError("--arch is required outside an NNI trial")
+        metrics = evaluate_architecture(
+            arch, args.checkpoint, data_root=args.data_root, bn_batches=args.bn_batches,
+            eval_examples=args.eval_examples, epsilon=args.epsilon, steps=args.steps,
+            batch_size=args.batch_size, seed=args.seed, progress=not nni_mode)
+    except (ArchitectureError, OSError, ValueError) as e:  # CheckpointError is a ValueError
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    logger.info("%s -> adv %.4f clean %.4f params %d", arch.key, metrics["adv_acc"], metrics["clean_acc"],
+                metrics["params"])
+    if args.out:
+        from search_space.encoding import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps({"architecture": arch.to_dict(), "metrics": metrics},
+                                                     indent=2) + "\n")
+    if nni_mode:
+        import nni
+
+        nni.report_final_result(metrics)
+    else:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
