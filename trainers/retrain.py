@@ -82,6 +82,7 @@ class RetrainConfig:
     bn_recalibration_batches: int = field(default=20, metadata={"check": check_non_negative})
     probe_batches: int = field(default=4, metadata={"check": check_non_negative})  # per-epoch val probe
     threads: int | None = field(default=None, metadata={"check": check_positive})
+    device: str = "auto"  # auto: the GPU NNI assigned when there is one, else the CPU
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(weight_decay=5e-3))
     adversarial: AdversarialConfig = field(
@@ -134,11 +135,15 @@ def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLik
     atomic_write_text(out / "architecture.json", json.dumps(arch.to_dict(space), indent=2) + "\n")
 
     started = time.time()
+    from trainers.search_trial import resolve_device
+
+    device = resolve_device(config.device)
     model = _initial_model(arch, config, make_loader(splits.train, d.batch_size, shuffle=True, seed=config.seed))
+    model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.optimizer.lr, momentum=config.optimizer.momentum,
                                 weight_decay=config.optimizer.weight_decay, nesterov=config.optimizer.nesterov)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.optimizer.lr_gamma)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     adv = config.adversarial
     probe = EvaluationConfig(epsilons=(adv.epsilon,), steps=(10,), seed=config.seed,
                              max_batches=config.probe_batches or None)
@@ -151,6 +156,7 @@ def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLik
         totals = {"loss": 0.0, "n": 0}
         for batch, (x, y) in enumerate(tqdm(loader, desc=f"retrain epoch {epoch + 1}/{config.epochs}",
                                             disable=not progress, leave=False)):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             metrics = adversarial_step(model, x, y, optimizer, adv, generator=generator, step=step, batch=batch)
             totals["loss"] += metrics["loss"] * len(y)
             totals["n"] += len(y)
@@ -169,7 +175,7 @@ def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLik
     train_time = time.time() - started
 
     model.eval()
-    atomic_torch_save(model.state_dict(), out / "weights.pt")
+    atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable export
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(model)

@@ -52,6 +52,13 @@ def count_flops(model: torch.nn.Module, in_channels: int, resolution: int = 32) 
     return int(counter.get_total_flops())
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: the GPU NNI assigned (``CUDA_VISIBLE_DEVICES``) when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def in_nni_trial() -> bool:
     import nni
 
@@ -60,7 +67,7 @@ def in_nni_trial() -> bool:
 
 def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, data_root: str | None = None,
                           bn_batches: int = 20, eval_examples: int | None = None, epsilon: float | None = None,
-                          steps: int = 10, batch_size: int = 256, seed: int = 0,
+                          steps: int = 10, batch_size: int = 256, seed: int = 0, device: str = "auto",
                           progress: bool = False) -> dict[str, Any]:
     """Score ``arch`` with weights inherited from ``checkpoint``; returns the metric dict.
 
@@ -77,7 +84,7 @@ def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, 
     torch.manual_seed(seed)
     t = time.time()
     supernet, space, meta = load_supernet(checkpoint)
-    subnet = inherit_subnet(supernet, arch)
+    subnet = inherit_subnet(supernet, arch).to(resolve_device(device))
     del supernet
     timings["time_checkpoint_load"] = time.time() - t
 
@@ -122,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--out", help="also write the metric dict to this JSON file")
     return p
 
@@ -130,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     nni_mode = in_nni_trial()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         if nni_mode:
             import nni
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluate_architecture(
             arch, args.checkpoint, data_root=args.data_root, bn_batches=args.bn_batches,
             eval_examples=args.eval_examples, epsilon=args.epsilon, steps=args.steps,
-            batch_size=args.batch_size, seed=args.seed, progress=not nni_mode)
+            batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not nni_mode)
     except (ArchitectureError, OSError, ValueError) as e:  # CheckpointError is a ValueError
         sys.stderr.write(f"error: {e}\n")
         return 2

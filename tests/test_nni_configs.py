@@ -1,0 +1,75 @@
+"""Every nnictl YAML loads through NNI's own config classes; generated files agree with the space."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from nni.experiment.config import ExperimentConfig
+
+from search_space.supernet import TamNasSpace, nni_search_space
+from strategies.space import nni_search_space as strategies_search_space
+
+CONFIGS = Path(__file__).resolve().parent.parent / "nni_configs"
+YAMLS = sorted(CONFIGS.glob("*.yml"))
+GPU_KEYS = {"trialGpuNumber", "gpuIndices", "maxTrialNumberPerGpu", "useActiveGpu"}
+
+
+@pytest.fixture()
+def config_dir(tmp_path, monkeypatch):
+    """A copy of nni_configs/ with a retrain search space and an SSH key, as a user would have."""
+    shutil.copytree(CONFIGS, tmp_path / "nni_configs")
+    (tmp_path / "nni_configs" / "retrain_space.json").write_text(
+        json.dumps({"arch": {"_type": "choice", "_value": ["0:0-" * 15 + "0:0"]}}))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa").write_text("not a real key\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path / "nni_configs"
+
+
+def test_there_are_search_retrain_and_supernet_configs():
+    names = {p.name for p in YAMLS}
+    assert {"search.yml", "search.cpu.yml", "retrain.yml", "retrain.cpu.yml", "search.remote.yml",
+            "search.kubeflow.yml"} <= names
+
+
+@pytest.mark.parametrize("name", [p.name for p in YAMLS])
+def test_config_loads_through_nni(config_dir, name):
+    config = ExperimentConfig.load(str(config_dir / name))
+    config.validate()
+    canonical = config.canonical_copy()
+    assert canonical.trial_command and canonical.search_space
+
+
+@pytest.mark.parametrize("name", [p.name for p in YAMLS if ".cpu." in p.name or ".toy." in p.name])
+def test_cpu_configs_have_no_gpu_keys(name):
+    raw = yaml.safe_load((CONFIGS / name).read_text())
+    found = GPU_KEYS & (set(raw) | set(raw.get("trainingService", {})))
+    assert not found, f"{name}: GPU keys fail where there is no NVIDIA driver: {found}"
+
+
+def test_gpu_configs_ask_for_gpus():
+    for name in ("search.yml", "retrain.yml"):
+        raw = yaml.safe_load((CONFIGS / name).read_text())
+        assert raw["trialGpuNumber"] >= 1
+
+
+def test_search_space_json_is_generated_from_the_model_space():
+    committed = json.loads((CONFIGS / "search_space.json").read_text())
+    assert committed == nni_search_space(TamNasSpace())
+    assert committed == strategies_search_space()
+    # the space does not depend on data set or width: one file serves every preset
+    assert committed == nni_search_space(TamNasSpace(dataset="cifar10", width_multiplier=2))
+
+
+@pytest.mark.parametrize("name", ["search.yml", "search.cpu.yml", "search.remote.yml", "search.kubeflow.yml",
+                                  "search.toy.yml"])
+def test_search_tuner_class_args_are_valid(name):
+    from strategies.tuner import NSGA2ClassArgsValidator
+
+    raw = yaml.safe_load((CONFIGS / name).read_text())
+    assert raw["tuner"]["className"] == "strategies.tuner.NSGA2Tuner"
+    NSGA2ClassArgsValidator().validate_class_args(**raw["tuner"]["classArgs"])
