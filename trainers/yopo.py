@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainers.attacks import check_attack_settings, project_linf
+from trainers.attacks import check_attack_settings, linf_box
 
 __all__ = [
     "check_layer_one_interface",
@@ -138,11 +138,14 @@ def layer_one_steps(
     """
     costate = costate.detach()
     x = x.detach()
-    x_adv = torch.clamp(x + eta.detach(), 0.0, 1.0)
+    lower, upper = linf_box(x, epsilon)
+    x_adv = torch.clamp(x + eta.detach(), min=lower, max=upper)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(hamiltonian(layer_one, x_adv, costate), x_adv)
-        x_adv = project_linf(x, x_adv.detach() - sigma * grad.sign(), epsilon)
+        # ∂H/∂x' as a vector-Jacobian product J₀ᵀp: same as differentiating hamiltonian(),
+        # without materializing z₁ ⊙ p and its backward (layer-one steps are memory-bound).
+        (grad,) = torch.autograd.grad(layer_one(x_adv), x_adv, grad_outputs=costate)
+        x_adv = torch.clamp(torch.add(x_adv.detach(), grad.sign(), alpha=-sigma), min=lower, max=upper)
     return (x_adv - x).detach()
 
 
