@@ -2,17 +2,17 @@
 
 The method is chosen by configuration (:class:`AdversarialConfig`):
 
-========== =====================================================================
-method     what one step does
-========== =====================================================================
-clean      CE on clean images.
-pgd_at     Madry PGD-AT: PGD-k on CE (eval mode), then CE on the adversarial images.
-trades     TRADES: PGD-k on KL (eval mode), then CE(f(x)) + KL(f(x) ‖ f(x'))/λ.
+=========== ====================================================================
+method      what one step does
+=========== ====================================================================
+clean       CE on clean images.
+pgd_at      Madry PGD-AT: PGD-k on CE (eval mode), then CE on the adversarial images.
+trades      TRADES: PGD-k on KL (eval mode), then CE(f(x)) + KL(f(x) ‖ f(x'))/λ.
 trades_yopo TRADES-YOPO-m-n (paper §III-D, DESIGN §5): the YOPO m × n inner
-           maximization of the KL (eval mode), then the TRADES loss.
-yopo       YOPO-m-n: m full CE passes in train mode whose parameter gradients
-           are accumulated (averaged), each followed by n layer-one steps on η.
-========== =====================================================================
+            maximization of the KL (eval mode), then the TRADES loss.
+yopo        YOPO-m-n: m full CE passes in train mode whose parameter gradients
+            are accumulated (averaged), each followed by n layer-one steps on η.
+=========== ====================================================================
 
 Two entry points:
 
