@@ -3,9 +3,13 @@
 All methods optimise the analytic 3-objective toy problem over the TAM-NAS genome
 (:mod:`strategies.toy`); quality is the hypervolume (:mod:`strategies.hypervolume`: accuracies
 as errors, params / 2.5e6, reference point 1.1) of the non-dominated set of *all* evaluated
-architectures. Usage::
+architectures. Every method gets the same objective function, the same number of evaluations
+(checked) and the same hypervolume normalisation and reference point. Usage::
 
-    python -m benchmarks.bench_search_quality [--seeds 10] [--budget 1050] [--json]
+    python -m benchmarks.bench_search_quality [--seeds 20] [--budget 1050] [--json]
+
+Besides median, IQR and range per method, it prints a bootstrap 95% interval of our median
+minus the best peer's median (seeds resampled per method), since seed spread is large.
 """
 
 from __future__ import annotations
@@ -21,17 +25,27 @@ import numpy as np
 
 from search_space.encoding import DEFAULT_OBJECTIVES, NUM_LAYERS, RATIOS, Architecture, allowed_blocks
 from strategies.hypervolume import hypervolume_of
-from strategies.nsga2 import NSGA2Config, genome_key, key_to_arch, random_genome
+from strategies.nsga2 import V1_OPERATORS, NSGA2Config, genome_key, key_to_arch, random_genome
 from strategies.runner import run_search
 from strategies.toy import toy_objectives
 
 _ALLOWED = [allowed_blocks(i) for i in range(NUM_LAYERS)]
 
 
-def ours(seed: int, budget: int) -> list[dict]:
+def _ours(seed: int, budget: int, **operators: object) -> list[dict]:
     gens = max(0, (budget - 50) // 50)
-    s = run_search(NSGA2Config(generations=gens, seed=seed), toy_objectives)
+    s = run_search(NSGA2Config(generations=gens, seed=seed, **operators), toy_objectives)
     return list(s.results.values())
+
+
+def ours(seed: int, budget: int) -> list[dict]:
+    """Our NSGA-II with its defaults (paper settings + gene crossover, per-layer p_m)."""
+    return _ours(seed, budget)
+
+
+def ours_v1(seed: int, budget: int) -> list[dict]:
+    """Our NSGA-II with the operators before the change (layer crossover, per-gene p_m, no retries)."""
+    return _ours(seed, budget, **V1_OPERATORS)
 
 
 def random_search(seed: int, budget: int) -> list[dict]:
@@ -102,18 +116,33 @@ def optuna_nsga2(seed: int, budget: int) -> list[dict]:
     return evals
 
 
+OURS = "ours (NSGA-II, defaults)"
 METHODS: dict[str, Callable[[int, int], list[dict]]] = {
-    "ours (NSGA-II, paper settings)": ours, "pymoo NSGA2": pymoo_nsga2,
+    OURS: ours, "ours, previous operators": ours_v1, "pymoo NSGA2": pymoo_nsga2,
     "optuna NSGAIISampler": optuna_nsga2, "random search": random_search}
+PEERS = ("pymoo NSGA2", "optuna NSGAIISampler", "random search")
+
+
+def median_gap_interval(ours_hv: list[float], peer_hv: list[float], n_boot: int = 10000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95% interval of ``median(ours) - median(peer)``, seeds resampled per method."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(ours_hv), np.asarray(peer_hv)
+    ma = np.median(a[rng.integers(len(a), size=(n_boot, len(a)))], axis=1)
+    mb = np.median(b[rng.integers(len(b), size=(n_boot, len(b)))], axis=1)
+    lo, hi = np.quantile(ma - mb, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--budget", type=int, default=50 + 20 * 50)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.budget < 50 or (args.budget - 50) % 50:
+        p.error("--budget: expected 50 + k * 50 (population 50, offspring 50 per generation)")
     logging.basicConfig(level=logging.WARNING)
     report = {"budget": args.budget, "seeds": args.seeds, "methods": {}}
     for name in args.methods:
@@ -122,12 +151,21 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             evals = METHODS[name](seed, args.budget)
             t_total += time.perf_counter() - t0
+            if len(evals) != args.budget:  # equal budgets or the comparison means nothing
+                raise RuntimeError(f"{name}, seed {seed}: {len(evals)} evaluations, budget {args.budget}")
             n_total += len(evals)
             hvs.append(hypervolume_of(evals, DEFAULT_OBJECTIVES))
         q = np.quantile(hvs, [0.25, 0.75])
         report["methods"][name] = {"median": statistics.median(hvs), "iqr": [float(q[0]), float(q[1])],
                                    "min": min(hvs), "max": max(hvs),
                                    "seconds_per_1000": 1000 * t_total / n_total, "hypervolumes": hvs}
+    peers = [m for m in PEERS if m in report["methods"]]
+    if OURS in report["methods"] and peers:
+        best = max(peers, key=lambda m: report["methods"][m]["median"])
+        report["best_peer"] = best
+        report["gap_vs_best_peer"] = report["methods"][OURS]["median"] - report["methods"][best]["median"]
+        report["gap_interval_95"] = median_gap_interval(report["methods"][OURS]["hypervolumes"],
+                                                        report["methods"][best]["hypervolumes"])
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -136,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in report["methods"].items():
             print(f"{name:34s} {r['median']:8.4f} [{r['iqr'][0]:.4f}, {r['iqr'][1]:.4f}] {r['min']:8.4f} "
                   f"{r['max']:8.4f} {r['seconds_per_1000']:8.2f}")
+        if "best_peer" in report:
+            lo, hi = report["gap_interval_95"]
+            print(f"ours - {report['best_peer']} (median): {report['gap_vs_best_peer']:+.4f}, "
+                  f"bootstrap 95% [{lo:+.4f}, {hi:+.4f}]")
     return 0
 
 

@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tournament", type=int, default=10)
     s.add_argument("--mutation", type=float, default=0.1)
     s.add_argument("--crossover", type=float, default=0.9)
+    s.add_argument("--crossover-unit", choices=["gene", "layer"], default="gene",
+                   help="inherit block and ratio independently (gene) or together (layer)")
+    s.add_argument("--mutation-unit", choices=["layer", "gene"], default="layer",
+                   help="--mutation is the probability per layer or per block/ratio gene")
+    s.add_argument("--duplicate-retries", type=int, default=10,
+                   help="mutate an already-proposed child again up to this many times")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--objectives", nargs="+", default=None, metavar="NAME:max|min")
     s.add_argument("--param-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
@@ -70,7 +76,9 @@ def _search(args: argparse.Namespace) -> None:
         params_fn = _default_params_fn(space)
     config = NSGA2Config(population_size=args.population, offspring_size=args.offspring,
                          generations=args.generations, tournament_size=args.tournament,
-                         mutation_prob=args.mutation, crossover_prob=args.crossover, seed=args.seed,
+                         mutation_prob=args.mutation, crossover_prob=args.crossover,
+                         crossover_unit=args.crossover_unit, mutation_unit=args.mutation_unit,
+                         duplicate_retries=args.duplicate_retries, seed=args.seed,
                          objectives=parse_objectives(args.objectives),
                          param_range=tuple(args.param_range) if args.param_range else None)
     search = run_search(config, evaluate, params_fn=params_fn, output_dir=args.output, space=space)

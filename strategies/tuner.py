@@ -52,7 +52,7 @@ from nni.utils import ClassArgsValidator
 
 from search_space.encoding import Architecture, ArchitectureError, SpaceConfig, atomic_write_text
 
-from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch, parse_objectives
+from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch, parse_objectives, state_config
 from .runner import write_outputs
 from .space import check_search_space
 
@@ -61,7 +61,8 @@ _logger = logging.getLogger(__name__)
 STATE_FILE = "nsga2_state.json"
 
 _CONFIG_KEYS = ("population_size", "offspring_size", "generations", "tournament_size", "crossover_prob",
-                "mutation_prob", "seed", "objectives", "param_range", "hv_bounds")
+                "mutation_prob", "crossover_unit", "mutation_unit", "duplicate_retries", "seed", "objectives",
+                "param_range", "hv_bounds")
 _TUNER_KEYS = ("dataset", "width_multiplier", "output_dir")
 
 
@@ -107,6 +108,10 @@ class NSGA2Tuner(Tuner):
     ----------
     population_size, offspring_size, generations, tournament_size, crossover_prob, mutation_prob, seed
         See :class:`strategies.nsga2.NSGA2Config` (paper: 50, 50, 20, 10, -, 0.1).
+    crossover_unit, mutation_unit, duplicate_retries
+        Operator details the paper leaves open (default ``"gene"``, ``"layer"``, 10): see
+        :func:`strategies.nsga2.crossover`, :func:`strategies.nsga2.mutate` and
+        :class:`strategies.nsga2.NSGA2Config`.
     objectives : list, optional
         ``[{"name": "adv_acc", "direction": "max"}, ...]`` or ``["adv_acc:max", ...]``; keys of
         the trial's metric dict. Default: adv_acc max, clean_acc max, params min.
@@ -228,7 +233,7 @@ class NSGA2Tuner(Tuner):
             _logger.info("NSGA2Tuner: no saved state to resume from")
             return
         state = json.loads(self.state_path.read_text())
-        saved = NSGA2Config.from_dict(state["config"]).to_dict()
+        saved = NSGA2Config.from_dict(state_config(state)).to_dict()
         now = self.search.config.to_dict()
         # A missing seed was drawn at start: the saved one wins; any other change is an error.
         if self._seed_given and now["seed"] != saved["seed"] or {**now, "seed": None} != {**saved, "seed": None}:

@@ -102,14 +102,31 @@ def test_normalisation_is_documented_convention():
 def test_operators_respect_encoding():
     rng = np.random.default_rng(0)
     a, b = random_genome(rng), random_genome(rng)
-    c1, c2 = crossover(a, b, rng, prob=1.0)
+    c1, c2 = crossover(a, b, rng, prob=1.0, unit="layer")
     for i in range(16):  # each layer's block and ratio come from the same parent
         assert (tuple(c1[i]) == tuple(a[i]) and tuple(c2[i]) == tuple(b[i])) or (
             tuple(c1[i]) == tuple(b[i]) and tuple(c2[i]) == tuple(a[i]))
-    changed = np.mean([np.mean(mutate(a, rng, 0.1) != a) for _ in range(400)])
-    assert 0.08 < changed < 0.12  # per-gene probability 0.1, always to a different value
-    for _ in range(50):
-        Architecture.from_genes(mutate(random_genome(rng), rng, 0.5).tolist())  # stride-2 rule holds
+    mixed = 0
+    for _ in range(20):
+        c1, c2 = crossover(a, b, rng, prob=1.0, unit="gene")
+        assert np.all(((c1 == a) & (c2 == b)) | ((c1 == b) & (c2 == a)))  # every gene from one parent
+        Architecture.from_genes(c1.tolist())
+        mixed += int(np.sum((c1[:, 0] == a[:, 0]) & (c1[:, 1] == b[:, 1]) & (a != b).all(axis=1)))
+    assert mixed > 0  # block and ratio of a layer can come from different parents
+    p1, p2 = crossover(a, b, rng, prob=0.0)
+    assert np.array_equal(p1, a) and np.array_equal(p2, b)
+
+    # per gene: each of the 32 genes changes with probability 0.1, always to a different value
+    changed = np.mean([np.mean(mutate(a, rng, 0.1, unit="gene") != a) for _ in range(400)])
+    assert 0.08 < changed < 0.12
+    # per layer: each of the 16 layers changes with probability 0.1 (block, ratio or both)
+    diffs = np.array([mutate(a, rng, 0.1, unit="layer") != a for _ in range(2000)])
+    assert 0.09 < np.mean(diffs.any(axis=2)) < 0.11
+    both = diffs.all(axis=2).sum() / diffs.any(axis=2).sum()
+    assert 0.28 < both < 0.39  # one third of mutated layers change block and ratio
+    for unit in ("layer", "gene"):
+        for _ in range(50):
+            Architecture.from_genes(mutate(random_genome(rng), rng, 0.5, unit=unit).tolist())  # stride-2 rule holds
     bad = a.copy()
     bad[STRIDE2_LAYERS[0], 0] = 19
     fixed = repair_stride2(bad, rng)
@@ -140,6 +157,18 @@ def test_config_validation_messages():
         NSGA2Config(objectives=(Objective("latency", "min"), Objective("adv_acc", "max")))
     with pytest.raises(ValueError, match="mutation_prob"):
         NSGA2Config(mutation_prob=2)
+    with pytest.raises(ValueError, match="mutation_unit"):
+        NSGA2Config(mutation_unit="block")
+    with pytest.raises(ValueError, match="duplicate_retries"):
+        NSGA2Config(duplicate_retries=-1)
+
+
+def test_defaults_are_documented():
+    cfg = NSGA2Config()
+    assert (cfg.population_size, cfg.offspring_size, cfg.generations, cfg.tournament_size) == (50, 50, 20, 10)
+    assert (cfg.mutation_prob, cfg.mutation_unit, cfg.crossover_prob, cfg.crossover_unit) == \
+        (0.1, "layer", 0.9, "gene")
+    assert cfg.duplicate_retries == 10
 
 
 def _small(seed=3, **kw):
@@ -192,3 +221,40 @@ def test_param_range_search_and_state_roundtrip():
     assert all(2e5 <= v["params"] <= 6e5 for v in s.results.values())
     state = json.loads(json.dumps(s.to_state()))
     assert NSGA2Search.from_state(state, pf).to_state() == s.to_state()
+
+
+def test_version1_state_keeps_its_operators():
+    s = run_search(_small(), toy_objectives)
+    state = json.loads(json.dumps(s.to_state()))
+    for k in ("crossover_unit", "mutation_unit", "duplicate_retries"):
+        del state["config"][k]
+    state["version"] = 1  # written before the operator keys existed
+    cfg = NSGA2Search.from_state(state).config
+    assert (cfg.crossover_unit, cfg.mutation_unit, cfg.duplicate_retries) == ("layer", "gene", 0)
+    with pytest.raises(ValueError, match="not an NSGA-II state"):
+        NSGA2Search.from_state({**state, "version": 99})
+
+
+def test_duplicate_children_are_mutated_again(monkeypatch):
+    # Copies of 4 parents, rarely mutated, often repeat earlier proposals. With retries
+    # such a child is mutated afresh; without, new parents are drawn for it (more tournaments).
+    import strategies.nsga2 as nsga2_module
+
+    calls = {"n": 0}
+    real = nsga2_module.tournament_select
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nsga2_module, "tournament_select", counting)
+
+    def tournaments(retries):
+        calls["n"] = 0
+        cfg = NSGA2Config(population_size=4, offspring_size=30, generations=8, tournament_size=2,
+                          crossover_prob=0.0, mutation_prob=0.05, duplicate_retries=retries, seed=0)
+        s = run_search(cfg, toy_objectives)
+        assert s.evaluations == len(s.born) == cfg.budget  # generations stay full, nothing repeated
+        return calls["n"]
+
+    assert tournaments(10) < 0.8 * tournaments(0)

@@ -37,3 +37,17 @@ def test_errors_are_one_line(tmp_path, capsys):
 def test_space_command(tmp_path):
     assert main(["space", "--output", str(tmp_path / "ss.json")]) == 0
     assert json.loads((tmp_path / "ss.json").read_text()) == nni_search_space()
+
+
+def test_search_operator_flags_match_config(tmp_path):
+    from strategies.nsga2 import V1_OPERATORS, NSGA2Config
+    from strategies.runner import run_search
+    from strategies.toy import toy_objectives
+
+    argv = ["search", "--population", "8", "--offspring", "6", "--generations", "2", "--tournament", "3",
+            "--seed", "2", "--crossover-unit", "layer", "--mutation-unit", "gene", "--duplicate-retries", "0",
+            "--output", str(tmp_path)]
+    assert main(argv) == 0
+    cfg = NSGA2Config(population_size=8, offspring_size=6, generations=2, tournament_size=3, seed=2, **V1_OPERATORS)
+    front, _, _ = load_front(tmp_path / "front.json")
+    assert [a.key for a in front] == run_search(cfg, toy_objectives).front_keys()

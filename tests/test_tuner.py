@@ -152,10 +152,20 @@ def test_search_space_check():
     ({"objectives": ["adv_acc:up", "params:min"]}, "direction"),
     ({"dataset": "imagenet"}, "dataset"),
     ({"param_range": 5}, "param_range"),
+    ({"mutation_unit": "block"}, "mutation_unit"),
+    ({"crossover_unit": 1}, "crossover_unit"),
+    ({"duplicate_retries": 1.5}, "duplicate_retries"),
 ])
 def test_class_args_errors(args, match):
     with pytest.raises(ValueError, match=match):
         NSGA2ClassArgsValidator().validate_class_args(**args)
+
+
+def test_operator_class_args_reach_the_search():
+    from strategies.tuner import parse_class_args
+
+    config, _, _ = parse_class_args(crossover_unit="layer", mutation_unit="gene", duplicate_retries=0)
+    assert (config.crossover_unit, config.mutation_unit, config.duplicate_retries) == ("layer", "gene", 0)
 
 
 def test_param_range_uses_injected_params_fn(ckpt):
