@@ -9,12 +9,10 @@ activate architectures ourselves (a seeded sampler lives in ``trainers``), becau
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import torch
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
-from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, MixedConv2d
+from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, MixedOperation
 from nni.nas.strategy import RandomOneShot
 
 from .encoding import Architecture
@@ -39,45 +37,52 @@ def activate(supernet: TamNasSpace, arch: Architecture) -> None:
         module.resample(memo=sample)
 
 
-@contextmanager
-def _nni_freeze_workaround() -> Iterator[None]:
-    """Work around two NNI 3.0 bugs in ``MixedOperation.freeze`` (DESIGN §8).
-
-    ``MixedConv2d.freeze_weight`` returns ``{"bias": None}`` for ``bias=False`` convs, which the
-    frozen ``Conv2d.load_state_dict`` rejects; ``MixedBatchNorm2d.freeze_weight`` omits
-    ``num_batches_tracked``, which ``load_state_dict`` requires. We patch both for the duration
-    of one freeze only.
-    """
-    conv_orig, bn_orig = MixedConv2d.freeze_weight, MixedBatchNorm2d.freeze_weight
-
-    def conv_freeze_weight(self: MixedConv2d, **kwargs: Any) -> dict[str, Any]:
-        state = conv_orig(self, **kwargs)
-        if state.get("bias", 0) is None:
-            del state["bias"]
-        return state
-
-    def bn_freeze_weight(self: MixedBatchNorm2d, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        state = bn_orig(self, *args, **kwargs)
-        if self.num_batches_tracked is not None:
-            state["num_batches_tracked"] = self.num_batches_tracked
-        return state
-
-    MixedConv2d.freeze_weight = conv_freeze_weight  # type: ignore[method-assign]
-    MixedBatchNorm2d.freeze_weight = bn_freeze_weight  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        MixedConv2d.freeze_weight = conv_orig  # type: ignore[method-assign]
-        MixedBatchNorm2d.freeze_weight = bn_orig  # type: ignore[method-assign]
-
-
 def inherit_subnet(supernet: TamNasSpace, arch: Architecture) -> Subnet:
     """A standalone :class:`Subnet` for ``arch`` holding a copy of the supernet's weights.
 
     Its outputs equal the supernet's with ``arch`` active (same mode, same BN statistics).
+
+    NOTE: we do not call ``supernet.freeze(sample)``. In NNI 3.0 it re-instantiates the whole
+    ``ModelSpace`` (about 10 s on two cores, per subnet) and ``MixedOperation.freeze`` has two
+    bugs (DESIGN §8): it hands ``bias: None`` to ``load_state_dict`` for ``bias=False`` convs,
+    and omits BN's ``num_batches_tracked``. Instead we build the subnet directly and fill it
+    with NNI's own per-op slicing, ``MixedOperation.freeze_weight``, dropping ``None`` entries
+    and copying ``num_batches_tracked``; ``load_state_dict(strict=True)`` checks that every
+    tensor was found.
     """
-    with _nni_freeze_workaround(), torch.no_grad():
-        frozen = supernet.freeze(arch.to_sample())
-        subnet = Subnet(arch, supernet.space_config)
-        subnet.load_state_dict(frozen.state_dict())
+    sample = arch.to_sample()
+    subnet = Subnet(arch, supernet.space_config)
+    source = dict(supernet.named_modules())
+    state: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in subnet.named_modules():
+            if not any(True for _ in module.parameters(recurse=False)) and not any(
+                    True for _ in module.buffers(recurse=False)):
+                continue
+            src = source[_supernet_module_name(name, arch)]
+            if isinstance(src, MixedOperation):
+                args = {**src.init_arguments}
+                for arg, mutable in src.mutable_arguments.items():
+                    args[arg] = mutable.freeze(sample)
+                tensors = {k: v for k, v in src.freeze_weight(**args).items() if isinstance(v, torch.Tensor)}
+                if isinstance(src, MixedBatchNorm2d) and src.num_batches_tracked is not None:
+                    tensors["num_batches_tracked"] = src.num_batches_tracked
+            else:
+                tensors = dict(src.state_dict(keep_vars=False))
+                tensors = {k: v for k, v in tensors.items() if "." not in k}
+            for k, v in tensors.items():
+                state[f"{name}.{k}"] = v.detach().clone()
+        subnet.load_state_dict(state, strict=True)
     return subnet.train(supernet.training)
+
+
+def _supernet_module_name(subnet_name: str, arch: Architecture) -> str:
+    """``features.i.rest`` in a subnet is ``features.i.<block id>.rest`` in the supernet.
+
+    The LayerChoice of layer ``i`` lists its candidates in block-id order (stride-2 layers
+    stop at 17), so the candidate's name is the block id.
+    """
+    parts = subnet_name.split(".")
+    if parts[0] == "features" and len(parts) >= 2:
+        return ".".join([parts[0], parts[1], str(arch.blocks[int(parts[1])]), *parts[2:]])
+    return subnet_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import torch
-from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, MixedConv2d
+from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d
 
 from search_space.oneshot import activate, inherit_subnet, to_one_shot
 from search_space.params import count_params, random_architecture
@@ -42,10 +42,28 @@ def test_inherited_subnet_equals_supernet():
         assert torch.equal(supernet.layer_one[0].weight, before)
 
 
-def test_freeze_workaround_is_scoped():
-    orig = (MixedConv2d.freeze_weight, MixedBatchNorm2d.freeze_weight)
+def test_inheritance_covers_bias_free_convs_and_bn_counters():
+    """The two NNI 3.0 freeze bugs (DESIGN §8): bias-free convs and BN's num_batches_tracked."""
     supernet = to_one_shot(TamNasSpace(dataset="fashion_mnist"))
+    for m in supernet.modules():
+        if isinstance(m, MixedBatchNorm2d):
+            m.num_batches_tracked.fill_(7)
     arch = random_architecture(random.Random(1))
-    activate(supernet, arch)
-    inherit_subnet(supernet, arch)
-    assert (MixedConv2d.freeze_weight, MixedBatchNorm2d.freeze_weight) == orig
+    subnet = inherit_subnet(supernet, arch)
+    convs = [m for m in subnet.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is None]
+    assert convs  # ShuffleNet convs have no bias
+    counters = {int(m.num_batches_tracked) for m in subnet.features.modules()
+                if isinstance(m, torch.nn.BatchNorm2d) and m.num_batches_tracked is not None}
+    assert 7 in counters
+
+
+def test_inheritance_does_not_rebuild_the_space(monkeypatch):
+    """``ModelSpace.freeze`` re-instantiates the whole space (seconds per subnet); we slice per op."""
+    supernet = to_one_shot(TamNasSpace(dataset="fashion_mnist"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("inherit_subnet must not call ModelSpace.freeze")
+
+    monkeypatch.setattr(type(supernet), "freeze", fail)
+    arch = random_architecture(random.Random(2))
+    assert isinstance(inherit_subnet(supernet, arch), Subnet)
