@@ -31,6 +31,10 @@ test: setup
 test-fast: setup
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Quick end-to-end run on Fashion-MNIST: supernet, nnictl search, front, nnictl retrain, table.
+demo: setup
+	$(PYTHON) -m strategies.pipeline --out runs/demo --keep-ui
+
 lint: setup
 	$(PYTHON) -m ruff check .
 
