@@ -4,7 +4,9 @@ Run from the repository root::
 
     python -m benchmarks.bench_adversarial [--json] [--batch 128] [--repeats 10] [--threads N]
 
-Model: :class:`trainers.models.SmallCNN` in the stage layout of the paper's
+Model (``--model subnet``, the default): a real TAM-NAS subnet, the LegoNet of the paper's
+Tables XIV/XV built for CIFAR-10 at width 1 -- the network the search trains.
+``--model smallcnn``: :class:`trainers.models.SmallCNN` in the stage layout of the paper's
 Table I -- stem (layer one) of 24 channels at full resolution, then three
 stride-2 stages of 48/96/192 channels with ``--depth`` 3×3 convolutions each
 (default 3: 10 conv layers, about 1.1M parameters; the stem is under 2 % of the
@@ -53,14 +55,27 @@ PASS_BOUND = 17 / 27  # see the module docstring
 FLOOR = 0.75  # TRADES-YOPO-5-3 must cost at most this fraction of a TRADES-PGD-10 step
 
 
-def model_spec(depth: int) -> str:
+def model_spec(model: str, depth: int) -> str:
+    if model == "subnet":
+        return "TAM-NAS subnet: LegoNet of the paper's Tables XIV/XV, CIFAR-10, width 1"
     return f"SmallCNN(3, 10, stem_width=24, widths=(48, 96, 192), strides=(2, 2, 2), depth={depth})"
 
 
-def run(batch: int, repeats: int, *, depth: int = 3, warmup: int = 2, seed: int = 0) -> dict:
+def build_model(model: str, depth: int) -> torch.nn.Module:
+    if model == "subnet":
+        from search_space.encoding import SpaceConfig
+        from search_space.legonet import legonet_from_files
+        from search_space.supernet import build_subnet
+
+        return build_subnet(legonet_from_files(), SpaceConfig.for_dataset("cifar10", 1))
+    return SmallCNN(3, 10, stem_width=24, widths=(48, 96, 192), strides=(2, 2, 2), depth=depth)
+
+
+def run(batch: int, repeats: int, *, model: str = "subnet", depth: int = 3, warmup: int = 2,
+        seed: int = 0) -> dict:
     """Time every method ``repeats`` times, interleaved; return a JSON-able summary."""
     torch.manual_seed(seed)
-    base = SmallCNN(3, 10, stem_width=24, widths=(48, 96, 192), strides=(2, 2, 2), depth=depth)
+    base = build_model(model, depth)
     x = torch.rand(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
     models = {name: copy.deepcopy(base) for name in METHODS}
@@ -89,7 +104,7 @@ def run(batch: int, repeats: int, *, depth: int = 3, warmup: int = 2, seed: int 
     }
     ratio = results["TRADES-YOPO-5-3"]["cost_vs_trades_pgd10"]
     return {
-        "model": model_spec(depth),
+        "model": model_spec(model, depth),
         "params": sum(p.numel() for p in base.parameters()),
         "input": [batch, 3, 32, 32],
         "repeats": repeats,
@@ -127,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per method (default 10)")
-    parser.add_argument("--depth", type=int, default=3, help="conv layers per stage (default 3)")
+    parser.add_argument("--model", choices=("subnet", "smallcnn"), default="subnet",
+                        help="a TAM-NAS subnet (LegoNet, default) or the plain SmallCNN")
+    parser.add_argument("--depth", type=int, default=3, help="SmallCNN: conv layers per stage (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
@@ -135,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch, --repeats and --threads must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    summary = run(args.batch, args.repeats, depth=args.depth)
+    summary = run(args.batch, args.repeats, model=args.model, depth=args.depth)
     sys.stdout.write((json.dumps(summary, indent=2) if args.json else format_table(summary)) + "\n")
     return 0 if summary["meets_floor"] else 1
 
