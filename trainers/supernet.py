@@ -165,6 +165,31 @@ def state_digest(module: torch.nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------- data
+class EpochSeededSampler(DistributedSampler):
+    """``DistributedSampler`` (also for one process) whose epoch also fixes the augmentation randomness.
+
+    Lightning calls ``set_epoch(epoch)``: the order of epoch e is ``randperm(seed + e)``, the
+    DataLoader's generator (worker seeds) is reseeded from (seed, e, rank), and the global
+    torch RNG -- which torchvision's random crop/flip draw from in the main process -- is
+    reseeded when the epoch's first batch is fetched. So an epoch's batches depend on
+    (seed, epoch, rank) only, whatever ran before: a resumed run sees the same images.
+    """
+
+    def __init__(self, dataset: Any, *, num_replicas: int, rank: int, seed: int,
+                 loader_generator: torch.Generator) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.loader_generator = loader_generator
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.loader_generator.manual_seed(_derive_seed(self.seed, "loader", epoch, self.rank))
+
+    def __iter__(self):  # noqa: ANN204 - runs lazily, right before the epoch's first fetch
+        torch.manual_seed(_derive_seed(self.seed, "augment", self.epoch, self.rank))
+        return super().__iter__()
+
+
 class SupernetDataModule(pl.LightningDataModule):
     """Train/validation splits with per-epoch seeded shuffling, sharded per rank."""
 
@@ -187,11 +212,10 @@ class SupernetDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         d = self.config.data
-        # DistributedSampler also for one process: Lightning calls set_epoch(epoch), so the
-        # order of epoch e is randperm(seed + e) -- the same after a resume.
-        sampler = DistributedSampler(self.splits.train, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=self.config.seed, drop_last=False)
-        return DataLoader(self.splits.train, batch_size=d.batch_size, sampler=sampler,
+        generator = torch.Generator()
+        sampler = EpochSeededSampler(self.splits.train, num_replicas=world, rank=rank, seed=self.config.seed,
+                                     loader_generator=generator)
+        return DataLoader(self.splits.train, batch_size=d.batch_size, sampler=sampler, generator=generator,
                           num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
@@ -277,7 +301,7 @@ class SupernetModule(pl.LightningModule):
             path = self.log_dir / f"architectures.rank{self.global_rank}.jsonl"
             if path.exists():
                 keep = [ln for ln in path.read_text().splitlines()
-                        if ln and json.loads(ln).get("step", -1) < self.global_step]
+                        if ln and json.loads(ln).get("epoch", -1) < self.current_epoch]
                 atomic_write_text(path, "".join(k + "\n" for k in keep))
 
     def on_train_epoch_start(self) -> None:
