@@ -7,7 +7,7 @@ DATA ?= data
 FMNIST_RAW := $(DATA)/FashionMNIST/raw
 PYTEST_ARGS ?=
 
-.PHONY: setup data test test-fast lint demo clean
+.PHONY: setup data browser test test-fast lint demo clean
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,14 @@ $(FMNIST_RAW)/.ready: | $(VENV)/.installed
 
 data: $(FMNIST_RAW)/.ready
 
-test: setup
+# The web UI test drives Debian's chromium; install it when apt is available (as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: install Debian's chromium package for the web UI test" >&2; fi; }
+
+test: setup browser
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
