@@ -16,6 +16,8 @@ import warnings
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "supernet": ("trainers.supernet", "one-shot adversarial supernet training (paper Algorithm 1)"),
+    "evaluate": ("trainers.search_trial", "score one architecture with inherited supernet weights (search trial)"),
+    "retrain": ("trainers.retrain", "retrain front architectures; build the retrain space; gather results"),
 }
 
 

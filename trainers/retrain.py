@@ -262,10 +262,9 @@ def _nni_arch() -> Architecture | None:
     return Architecture.from_key(params["arch"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.retrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m trainers retrain`` (= ``python -m trainers.retrain``)."""
+    sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("run", help="retrain one architecture (inside NNI: the trial's 'arch' parameter)")
     p.add_argument("--config", required=True)
     p.add_argument("--arch", help="architecture JSON (outside NNI)")
@@ -278,12 +277,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gather", help="collect result.json files into a CSV and a Markdown table")
     p.add_argument("paths", nargs="+")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.csv and PREFIX.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.retrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``run`` one retrain (inside NNI or standalone), build the ``space``, or ``gather`` results."""
     try:
-        if args.command == "space":
+        if args.action == "space":
             atomic_write_text(args.out, json.dumps(retrain_search_space(args.front, args.top), indent=2) + "\n")
-        elif args.command == "gather":
+        elif args.action == "gather":
             csv_text, md, rows = gather(args.paths)
             atomic_write_text(f"{args.out}.csv", csv_text)
             atomic_write_text(f"{args.out}.md", md)

@@ -117,9 +117,8 @@ def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, 
     return metrics
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainers.search_trial", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m trainers evaluate`` (= ``python -m trainers.search_trial``)."""
     p.add_argument("--checkpoint", required=True, help="supernet checkpoint (python -m trainers supernet)")
     p.add_argument("--arch", help="architecture JSON (outside NNI; inside NNI the tuner sends it)")
     p.add_argument("--data-root", help="data directory (default: the supernet's, or $TAMNAS_DATA / ./data)")
@@ -132,12 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--out", help="also write the metric dict to this JSON file")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m trainers.search_trial", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of one evaluation trial (inside NNI or standalone)."""
     nni_mode = in_nni_trial()
     if args.threads:
         torch.set_num_threads(args.threads)
