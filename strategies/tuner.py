@@ -22,10 +22,22 @@ How the NNI 3.0 protocol is used (measured, DESIGN §8):
   the same front.
 - Results are keyed by architecture (the ``parameters`` sample), never by parameter id:
   after ``nnictl resume`` ids restart and can collide.
+- When fewer proposals than requested ids are left, NNI's dispatcher answers with
+  ``NoMoreTrialJobs`` packed for the *first* id and so overwrites that id's parameters with
+  ``''``: the trial runs the right architecture but its final result arrives with
+  ``parameters == ''``. The tuner therefore maps a result to the architecture it handed out
+  under that parameter id (ids are unique within one tuner process).
+- The dispatcher calls ``receive_trial_result`` and ``trial_end`` from two threads: every
+  entry point takes one lock, and a successful ``trial_end`` that overtakes its final result
+  waits for it (up to ``RESULT_GRACE_S``).
 - State is saved atomically after every result under ``get_checkpoint_path()`` and restored
   by :meth:`load_checkpoint`; finished trials replayed by ``import_data`` on resume are
   matched by architecture, so nothing is counted twice. Proposals handed out but not
-  finished when the experiment stopped are handed out again.
+  finished when the experiment stopped are handed out again. NNI also re-runs the trials
+  that were running at stop time, but it drops their ``trial_end`` and their trial id (their
+  result reaches ``import_data`` as a bare ``{parameter, value}``), so the tuner could neither
+  see them fail nor record where a result came from: such results (no trial id, for a
+  proposal handed out again) are not counted, the proposal's own trial counts.
 - A failed trial (``trial_end(success=False)``, or success without a final result) is
   counted, never proposed again, and not replaced: the generation completes with the
   survivors.
@@ -41,6 +53,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +72,7 @@ from .space import check_search_space
 _logger = logging.getLogger(__name__)
 
 STATE_FILE = "nsga2_state.json"
+RESULT_GRACE_S = 30.0  # how long a successful trial_end waits for its final result
 
 _CONFIG_KEYS = ("population_size", "offspring_size", "generations", "tournament_size", "crossover_prob",
                 "mutation_prob", "crossover_unit", "mutation_unit", "duplicate_retries", "seed", "objectives",
@@ -152,6 +166,9 @@ class NSGA2Tuner(Tuner):
         self._credits: deque[int] = deque()  # parameter ids waiting for the next generation
         self._running: dict[int, str] = {}  # parameter id -> architecture key (this process only)
         self._send: Callable[[int, dict[str, Any]], None] | None = None
+        self._requeued: set[str] = set()  # pending at resume: handed out again (NNI may also re-run them)
+        # NNI's dispatcher runs trial_end on another thread than results and requests.
+        self._lock = threading.Condition(threading.RLock())
         _logger.info("NSGA2Tuner: %s, space %s, seed %d", config.to_dict(), self.space.to_dict(), self.search.seed)
 
     # ---- NNI API
@@ -164,74 +181,116 @@ class NSGA2Tuner(Tuner):
         NNI pairs the returned list with the ids in order, so the proposals go to the first
         ids; the others are answered later through ``st_callback``.
         """
-        if kwargs.get("st_callback") is not None:
-            self._send = kwargs["st_callback"]
-        out = []
-        for pid in parameter_id_list:
-            if self._queue and not self._credits:
-                out.append(self._assign(pid))
-            else:
-                self._credits.append(pid)
-        return out
+        with self._lock:
+            if kwargs.get("st_callback") is not None:
+                self._send = kwargs["st_callback"]
+            out = []
+            for pid in parameter_id_list:
+                if self._queue and not self._credits:
+                    out.append(self._assign(pid))
+                else:
+                    self._credits.append(pid)
+            # A short list makes NNI blank parameter_id_list[0]'s parameters: see receive_trial_result.
+            return out
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
-        if kwargs.get("st_callback") is not None:
-            self._send = kwargs["st_callback"]
-        if self._queue and not self._credits:
-            return self._assign(parameter_id)
-        self._credits.append(parameter_id)
+        with self._lock:
+            if kwargs.get("st_callback") is not None:
+                self._send = kwargs["st_callback"]
+            if self._queue and not self._credits:
+                return self._assign(parameter_id)
+            self._credits.append(parameter_id)
         raise nni.NoMoreTrialError("waiting for the current generation to finish")
 
     def receive_trial_result(self, parameter_id: int, parameters: dict[str, Any], value: Any, **kwargs: Any) -> None:
         if kwargs.get("customized"):
             _logger.info("NSGA2Tuner: ignoring customized trial %s", parameter_id)
             return
+        with self._lock:
+            try:
+                self._receive(parameter_id, parameters, value, kwargs.get("trial_job_id"))
+            finally:
+                self._lock.notify_all()  # a trial_end may be waiting for this result
+
+    def _receive(self, parameter_id: int, parameters: Any, value: Any, trial_job_id: str | None) -> None:
+        assigned = self._running.pop(parameter_id, None)
         try:
             key = Architecture.from_sample(parameters).key
-        except ArchitectureError as e:
-            _logger.error("NSGA2Tuner: trial %s has parameters outside the encoding (%s); ignored", parameter_id, e)
-            return
-        self._running.pop(parameter_id, None)
+        except (ArchitectureError, TypeError) as e:
+            if assigned is None:
+                _logger.error("NSGA2Tuner: trial %s has parameters outside the encoding (%s) and was not "
+                              "handed out by this process; ignored", parameter_id, e)
+                return
+            # NNI's NoMoreTrialJobs reply overwrote this id's parameters (with ''): use what was handed out.
+            _logger.info("NSGA2Tuner: trial %s reported parameters %.40r; using the architecture handed out "
+                         "under that id", parameter_id, parameters)
+            key = assigned
+        else:
+            if assigned is not None and assigned != key:
+                _logger.warning("NSGA2Tuner: trial %s reported %s but was handed out %s; counting the reported "
+                                "architecture", parameter_id, key, assigned)
         try:
-            objectives = extract_objectives(value, self.search.config.objectives)
+            objectives = extract_objectives(_metric_dict(value), self.search.config.objectives)
         except ValueError as e:
             _logger.error("NSGA2Tuner: trial %s reported an unusable result (%s); counted as failed",
                           parameter_id, e)
             self._finish(key, None)
             return
-        prov = {"trial_id": kwargs.get("trial_job_id"), "parameter_id": parameter_id}
+        prov = {"trial_id": trial_job_id, "parameter_id": parameter_id}
         if self.experiment_id:
             prov["experiment_id"] = self.experiment_id
         self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
-        key = self._running.pop(parameter_id, None)
-        if key is None:
-            return  # its result already arrived, or it was handed out before a resume
-        if success:
-            _logger.warning("NSGA2Tuner: trial %s (%s) succeeded without a final result; counted as failed",
-                            parameter_id, key)
-        self._finish(key, None)
+        with self._lock:
+            if success and parameter_id in self._running:
+                # The final result travels on the dispatcher's other thread and may not have landed yet.
+                self._lock.wait_for(lambda: parameter_id not in self._running, timeout=RESULT_GRACE_S)
+            key = self._running.pop(parameter_id, None)
+            if key is None:
+                return  # its result already arrived, or it was handed out before a resume
+            if success:
+                _logger.warning("NSGA2Tuner: trial %s (%s) succeeded without a final result; counted as failed",
+                                parameter_id, key)
+            self._finish(key, None)
 
     def import_data(self, data: list[dict[str, Any]]) -> None:
-        """Finished trials replayed on ``nnictl resume`` (or imported): matched by architecture."""
-        for entry in data:
-            try:
-                key = Architecture.from_sample(entry["parameter"]).key
-                objectives = extract_objectives(entry["value"], self.search.config.objectives)
-            except (ArchitectureError, ValueError, KeyError, TypeError) as e:
-                _logger.warning("NSGA2Tuner: skipping imported entry (%s)", e)
-                continue
-            if key in self.search.results or not self.search.is_pending(key):
-                _logger.debug("NSGA2Tuner: imported %s already known or not pending; skipped", key)
-                continue
-            prov = {"trial_id": entry.get("trial_job_id") or entry.get("trialJobId")}
-            self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
+        """Finished trials replayed on ``nnictl resume`` (or imported): matched by architecture.
+
+        Shapes seen from NNI 3.0: the replay of finished trials at resume is
+        ``{"parameter": sample, "value": metrics, "trialJobId": id}``; the result of a trial that
+        was running at stop time and that NNI re-ran is ``{"parameter": sample, "value": metrics}``.
+        """
+        with self._lock:
+            for entry in data:
+                try:
+                    key = Architecture.from_sample(entry["parameter"]).key
+                    objectives = extract_objectives(_metric_dict(entry["value"]), self.search.config.objectives)
+                except (ArchitectureError, ValueError, KeyError, TypeError) as e:
+                    _logger.warning("NSGA2Tuner: skipping imported entry (%s)", e)
+                    continue
+                if key in self.search.results or not self.search.is_pending(key):
+                    _logger.debug("NSGA2Tuner: imported %s already known or not pending; skipped", key)
+                    continue
+                trial_id = entry.get("trial_job_id") or entry.get("trialJobId")
+                if trial_id is None and key in self._requeued:
+                    # NNI's re-run of a trial killed by the stop; the proposal was handed out again and
+                    # that trial's result (with its trial id) counts, so nothing is counted twice.
+                    _logger.info("NSGA2Tuner: result of NNI's resumed re-run of %s not counted; it is being "
+                                 "evaluated again by a tracked trial", key)
+                    continue
+                prov = {"trial_id": trial_id}
+                self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
 
     def load_checkpoint(self) -> None:
         if self.state_path is None or not self.state_path.exists():
             _logger.info("NSGA2Tuner: no saved state to resume from")
             return
+        with self._lock:
+            self._load_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        assert self.state_path is not None
         state = json.loads(self.state_path.read_text())
         saved = NSGA2Config.from_dict(state_config(state)).to_dict()
         now = self.search.config.to_dict()
@@ -240,8 +299,10 @@ class NSGA2Tuner(Tuner):
             raise ValueError(f"NSGA2Tuner: classArgs differ from the saved state {self.state_path}: "
                              f"saved {saved}, now {now}")
         self.search = NSGA2Search.from_state(state, self.params_fn)
-        # Proposals handed out but unfinished are lost by NNI on resume: hand them out again.
+        # Proposals handed out but unfinished are lost by NNI on resume, or re-run without trial_end
+        # and trial id (import_data skips those results): hand them all out again.
         self._queue = deque(self.search.pending())
+        self._requeued = set(self._queue)
         self._running.clear()
         _logger.info("NSGA2Tuner: resumed at generation %d with %d evaluations, %d proposals to hand out",
                      self.search.generation, self.search.evaluations, len(self._queue))
@@ -280,6 +341,16 @@ class NSGA2Tuner(Tuner):
         while self._credits and self._queue and self._send is not None:
             pid = self._credits.popleft()
             self._send(pid, self._assign(pid))
+
+
+def _metric_dict(value: Any) -> Any:
+    """The metric dict; NNI sometimes hands it over still JSON-encoded."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _default_params_fn(space: SpaceConfig) -> Callable[[Architecture], float]:

@@ -191,3 +191,81 @@ def test_reproducible_in_other_process(ckpt, tmp_path):
     m.start()
     m.run()
     assert json.loads(env_out.stdout.strip().splitlines()[-1]) == tuner.search.front_keys()
+
+
+class Dispatcher:
+    """NNI 3.0's own ``MsgDispatcher`` around the tuner, its commands captured instead of sent."""
+
+    def __init__(self, tuner: NSGA2Tuner, monkeypatch):
+        import nni.runtime.msg_dispatcher as md
+
+        monkeypatch.setattr(md, "_next_parameter_id", 0)  # module globals: fresh per test
+        monkeypatch.setattr(md, "_trial_params", {})
+        self.d = md.MsgDispatcher("ws://_unittest_", tuner)
+        self.sent: list = []
+        self.d.send = lambda cmd, data: self.sent.append((cmd.value, json.loads(data)))
+
+    def new_trials(self) -> list:
+        out = [(m["parameter_id"], m["parameters"]) for c, m in self.sent if c == "TR"]
+        self.sent.clear()
+        return out
+
+    def report(self, pid: int, params: dict, trial_job_id: str) -> None:
+        m = toy_objectives(Architecture.from_sample(params))
+        self.d.handle_report_metric_data({"parameter_id": pid, "type": "FINAL", "trial_job_id": trial_job_id,
+                                          "value": json.dumps({"default": m["adv_acc"], **m})})  # as nni.dump in the trial
+        self.d.handle_trial_end({"trial_job_id": trial_job_id, "event": "SUCCEEDED",
+                                 "hyper_params": json.dumps({"parameter_id": pid})})
+
+
+def test_short_answer_blanks_first_ids_parameters(ckpt, monkeypatch):
+    """Two trials end in one manager poll -> REQUEST_TRIAL_JOBS 2 with one proposal left: NNI sends
+    NoMoreTrialJobs packed for the first id, so that trial's result arrives with parameters ''."""
+    args = {**ARGS, "offspring_size": 4, "generations": 1}
+    tuner = NSGA2Tuner(**args)
+    nni_d = Dispatcher(tuner, monkeypatch)
+    nni_d.d.handle_request_trial_jobs(7)
+    trials = nni_d.new_trials()
+    nni_d.d.handle_request_trial_jobs(2)  # one proposal left for ids [7, 8]
+    assert [c for c, _ in nni_d.sent] == ["TR", "NO"] and nni_d.sent[1][1]["parameters"] == ""
+    trials += nni_d.new_trials()
+    assert [pid for pid, _ in trials] == list(range(8))
+    for pid, params in trials:
+        nni_d.report(pid, params, f"T{pid}")
+    assert not tuner.search.failed and len(tuner.search.results) == 8 and tuner.search.generation == 1
+    assert tuner.search.provenance[Architecture.from_sample(trials[7][1]).key]["trial_id"] == "T7"
+
+
+def test_resume_reruns_of_running_trials_are_not_counted_twice(ckpt, monkeypatch):
+    """``nnictl resume`` as NNI 3.0 does it: replay of finished trials (with trialJobId), the trials
+    running at stop re-run under their old ids (results reach import_data without a trial id,
+    their trial_end is dropped), new ids from max(resumed id) + 1."""
+    tuner = NSGA2Tuner(**ARGS)
+    first = Dispatcher(tuner, monkeypatch)
+    first.d.handle_request_trial_jobs(8)
+    trials = first.new_trials()
+    for pid, params in trials[:6]:
+        first.report(pid, params, f"T{pid}")
+    running = trials[6:]  # killed by the stop
+
+    resumed = NSGA2Tuner(**ARGS)
+    again = Dispatcher(resumed, monkeypatch)
+    again.d.load_checkpoint()
+    replay = [{"parameter": p, "value": json.dumps(toy_objectives(Architecture.from_sample(p))),
+               "trialJobId": f"T{pid}"} for pid, p in trials[:6]]
+    again.d.handle_import_data(replay)
+    again.d.handle_add_customized_trial(  # the dispatcher has already decoded the command's JSON
+        [{"parameter_id": pid, "parameter_source": "resumed", "parameters": p, "parameter_index": 0}
+         for pid, p in running])
+    again.d.handle_request_trial_jobs(3)
+    handed = again.new_trials()
+    assert [pid for pid, _ in handed] == [8, 9]  # the two lost proposals, handed out again
+    assert sorted(json.dumps(p, sort_keys=True) for _, p in handed) == \
+        sorted(json.dumps(p, sort_keys=True) for _, p in running)
+    for pid, params in running:  # NNI's re-runs finish first: not counted, no trial id
+        again.report(pid, params, f"R{pid}")
+    assert resumed.search.evaluations == 6 and resumed.search.generation == 0
+    for pid, params in handed:
+        again.report(pid, params, f"T{pid}")
+    assert resumed.search.evaluations == 8 and resumed.search.generation == 1 and not resumed.search.failed
+    assert all(resumed.search.provenance[k]["trial_id"].startswith("T") for k in resumed.search.results)
