@@ -23,9 +23,7 @@ from nni.nas.nn.pytorch import MutableBatchNorm2d, MutableConv2d
 from torch import nn
 
 from .encoding import BLOCKS, BlockSpec
-
-SE_REDUCTION = 4
-SE_MIN_HIDDEN = 8
+from .params import SE_MIN_HIDDEN, SE_REDUCTION
 
 
 def scaled_channels(base: int, ratio: Any) -> Any:

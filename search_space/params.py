@@ -23,7 +23,7 @@ from .encoding import (
     layer_stride,
 )
 
-# Mirrors of search_space.blocks / supernet constants (kept here so this module stays torch-free).
+# Widths shared with search_space.blocks / supernet, defined here once so this module stays torch-free.
 SE_REDUCTION = 4
 SE_MIN_HIDDEN = 8
 STEM_CHANNELS = 24

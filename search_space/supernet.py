@@ -37,9 +37,7 @@ from .encoding import (
     layer_channels,
     layer_stride,
 )
-
-STEM_CHANNELS = 24
-HEAD_CHANNELS = (176, 920, 1024)
+from .params import HEAD_CHANNELS, STEM_CHANNELS
 
 
 def make_layer_one(in_channels: int) -> nn.Sequential:
