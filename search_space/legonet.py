@@ -86,6 +86,12 @@ def _argmax(counts: Sequence[int], allowed: Sequence[int]) -> int:
     return max(allowed, key=lambda i: (counts[i], -i))
 
 
+def most_frequent(counts: Sequence[int], n: int = 2) -> list[int]:
+    """The ``n`` most frequent ids with a non-zero count, ties to the lower id (Figs. 8-9: two per layer)."""
+    ranked = sorted((i for i, c in enumerate(counts) if c > 0), key=lambda i: (-counts[i], i))
+    return ranked[:n]
+
+
 def legonet(block_stats: StatsTable, ratio_stats: StatsTable) -> Architecture:
     """The LegoNet architecture: per layer, the most frequent allowed block and the most frequent ratio."""
     blocks = tuple(_argmax(block_stats[i], allowed_blocks(i)) for i in range(NUM_LAYERS))

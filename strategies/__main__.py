@@ -1,4 +1,4 @@
-"""``python -m strategies``: run NSGA-II in-process, or recompute an experiment's front."""
+"""``python -m strategies``: run NSGA-II in-process, recompute an experiment's front, analyse a search."""
 
 from __future__ import annotations
 
@@ -49,6 +49,25 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--output", default="front.json")
     sp = sub.add_parser("space", help="write the nnictl search_space.json derived from the encoding")
     sp.add_argument("--output", default="search_space.json")
+
+    r = sub.add_parser("report", help="analysis report of a search and its retrains (Markdown + PNG + CSV)")
+    r.add_argument("--search", required=True, metavar="ID_OR_DIR",
+                   help="search experiment id (nnictl registry) or directory holding front.json")
+    r.add_argument("--retrain", action="append", default=[], metavar="[LABEL=]ID_OR_DIR",
+                   help="retrain experiment id or directory of result.json files; repeat for scratch and "
+                        "fine-tune or for several supernet regimes; LABEL names the row (default: the id)")
+    r.add_argument("--top-k", type=int, default=10, help="subnets counted in the block/ratio statistics")
+    r.add_argument("--legonet", metavar="JSON",
+                   help="the LegoNet to compare (default: built from this search's statistics)")
+    r.add_argument("--out", required=True, help="report directory (report.md, PNGs, CSV/JSON)")
+
+    lg = sub.add_parser("lego", help="block/ratio statistics of a search's top-k subnets and their LegoNet JSON")
+    lg.add_argument("--search", required=True, metavar="ID_OR_DIR")
+    lg.add_argument("--top-k", type=int, default=10)
+    lg.add_argument("--front-top", type=int, default=None, metavar="N",
+                    help="also write retrain_front.json: the first N front architectures plus the LegoNet "
+                         "(input of `python -m trainers.retrain space`)")
+    lg.add_argument("--out", required=True, help="directory for legonet.json, block_stats.csv, ratio_stats.csv, ...")
     return p
 
 
@@ -99,11 +118,39 @@ def _front(args: argparse.Namespace) -> None:
     print(f"{len(entries)} trials, front of {len(front)}; wrote {args.output}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from search_space.encoding import load_architecture
+
+    from .report import load_retrain, load_search, write_report
+
+    search = load_search(args.search)
+    retrains = [r for source in args.retrain for r in load_retrain(source)]
+    lego = load_architecture(args.legonet, search.space) if args.legonet else None
+    rep = write_report(search, retrains, args.out, top_k_count=args.top_k, lego=lego)
+    print(f"wrote {rep.out / 'report.md'} ({len(rep.files)} files)")
+
+
+def _lego(args: argparse.Namespace) -> None:
+    from .report import load_search, search_statistics, write_retrain_front, write_statistics
+
+    search = load_search(args.search)
+    stats = search_statistics(search, args.top_k)
+    out = Path(args.out)
+    write_statistics(stats, search, out)
+    line = f"top {stats.k} of {len(search.evaluated)}: LegoNet {stats.legonet.key}; wrote {out / 'legonet.json'}"
+    if args.front_top is not None:
+        if args.front_top < 0:
+            raise ValueError(f"--front-top: must be >= 0, got {args.front_top}")
+        archs = write_retrain_front(search, stats.legonet, args.front_top, out / "retrain_front.json")
+        line += f" and {out / 'retrain_front.json'} ({len(archs)} architectures)"
+    print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"search": _search, "front": _front, "space": _space}[args.command](args)
+        {"search": _search, "front": _front, "space": _space, "report": _report, "lego": _lego}[args.command](args)
     except (ValueError, ArchitectureError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

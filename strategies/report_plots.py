@@ -1,0 +1,171 @@
+"""Figures of the analysis report (paper Figs. 5-9 and hypervolume per generation), matplotlib only.
+
+Every function takes plain data and returns a :class:`matplotlib.figure.Figure` built without
+pyplot (no global state; Agg canvas), so :mod:`strategies.report` can save it and tests can read
+the plotted arrays back (``collection.get_offsets()``, ``collection.get_sizes()``,
+``image.get_array()``). Collections carry a ``gid`` saying what they hold.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+# Marker area (points²) of the smallest and the largest model: area grows linearly with parameters.
+MIN_MARKER = 20.0
+MAX_MARKER = 600.0
+DPI = 110
+# Fig. 5: red = trained from scratch, blue = fine-tuned from the supernet; grey = the search's estimate.
+INIT_COLOURS = {"scratch": "#d62728", "finetune": "#1f77b4", "search": "#7f7f7f"}
+_OTHER_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One architecture in one panel of Figs. 5-7 (errors in %)."""
+
+    label: str
+    architecture: str
+    params: float
+    adv_error: float
+    clean_error: float
+    colour: str
+    on_front: bool = True  # False: not on the searched front (LegoNet, ...): drawn as a star
+
+
+def marker_size(params: float, max_params: float) -> float:
+    """Marker area for ``params`` (Figs. 6-7: circle size = number of parameters)."""
+    return MIN_MARKER + (MAX_MARKER - MIN_MARKER) * float(params) / max(float(max_params), 1.0)
+
+
+def architecture_colours(keys: Sequence[str]) -> dict[str, str]:
+    """One colour per architecture key (tab20, in order), shared by every panel and figure."""
+    cmap = colormaps["tab20"]
+    return {k: to_hex(cmap(i % cmap.N)) for i, k in enumerate(dict.fromkeys(keys))}
+
+
+def series_colours(names_and_inits: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Colours of the 3-D view's series: the first series of each init gets Fig. 5's colour."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    others = iter(_OTHER_COLOURS * (1 + len(names_and_inits)))
+    for name, init in names_and_inits:
+        if init in INIT_COLOURS and init not in used:
+            out[name] = INIT_COLOURS[init]
+            used.add(init)
+        else:
+            out[name] = next(others)
+    return out
+
+
+def front_figure(panels: Sequence[tuple[str, Sequence[Point]]], max_params: float) -> Figure:
+    """Figs. 6-7: adversarial error vs clean error, one panel per point set, marker area = parameters.
+
+    In every panel, the searched front's architectures form the collection with gid ``front``
+    (circles) and the others (LegoNet, ...) the one with gid ``extra`` (stars); points keep the
+    order of ``panels``.
+    """
+    n = max(len(panels), 1)
+    fig = Figure(figsize=(5.0 * n, 4.4), layout="constrained")
+    for i, (title, points) in enumerate(panels):
+        ax = fig.add_subplot(1, n, i + 1)
+        for gid, marker, sel in (("front", "o", [p for p in points if p.on_front]),
+                                 ("extra", "*", [p for p in points if not p.on_front])):
+            if not sel:
+                continue
+            sc = ax.scatter([p.adv_error for p in sel], [p.clean_error for p in sel],
+                            s=[marker_size(p.params, max_params) for p in sel], c=[p.colour for p in sel],
+                            marker=marker, alpha=0.8, edgecolors="black", linewidths=0.6)
+            sc.set_gid(gid)
+        for p in points:
+            ax.annotate(p.label, (p.adv_error, p.clean_error), textcoords="offset points", xytext=(6, 4),
+                        fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("adversarial error (%)")
+        ax.set_ylabel("clean error (%)")
+        ax.grid(alpha=0.3)
+        ax.margins(0.15)
+    return fig
+
+
+def front_3d_figure(series: Sequence[tuple[str, Sequence[Point]]], colours: Mapping[str, str]) -> Figure:
+    """Fig. 5: parameters (M) × adversarial error × clean error, one colour per series (gid = name)."""
+    fig = Figure(figsize=(6.4, 5.4), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+    for name, points in series:
+        if not points:
+            continue
+        sc = ax.scatter([p.params / 1e6 for p in points], [p.adv_error for p in points],
+                        [p.clean_error for p in points], c=colours[name], label=name, depthshade=False, s=30)
+        sc.set_gid(name)
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("adversarial error (%)")
+    ax.set_zlabel("clean error (%)")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def hypervolume_figure(generations: Sequence[int], hypervolumes: Sequence[float]) -> Figure:
+    """Hypervolume of the front after each generation (paper §IV-A2); the line has gid ``hypervolume``."""
+    fig = Figure(figsize=(5.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    (line,) = ax.plot(list(generations), list(hypervolumes), marker="o")
+    line.set_gid("hypervolume")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("hypervolume (normalised objectives)")
+    ax.grid(alpha=0.3)
+    if generations:
+        ax.set_xticks(list(generations) if len(generations) <= 25 else ax.get_xticks())
+    return fig
+
+
+def statistics_figure(table: Sequence[Sequence[int]], top: Sequence[Sequence[int]], *, title: str,
+                      id_name: str, tick_labels: Sequence[str]) -> Figure:
+    """Figs. 8-9: counts per layer (heat map, ids × layers) with the two most frequent ids marked.
+
+    ``image.get_array()`` is ``table`` transposed; the collection with gid ``first`` holds
+    ``(layer, most frequent id)`` and the one with gid ``second`` ``(layer, second id)``.
+    """
+    counts = np.asarray(table, dtype=float).T  # ids × layers
+    n_ids, n_layers = counts.shape
+    fig = Figure(figsize=(8.0, 1.6 + 0.28 * n_ids), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(counts, origin="lower", aspect="auto", cmap="Blues", interpolation="nearest",
+                   vmin=0, vmax=max(1.0, counts.max()))
+    for (i, layer), c in np.ndenumerate(counts):
+        if c:
+            ax.text(layer, i, f"{int(c)}", ha="center", va="center", fontsize=7,
+                    color="white" if c > 0.6 * counts.max() else "black")
+    for rank, gid, face in ((0, "first", "#d62728"), (1, "second", "#ff7f0e")):
+        xy = [(layer, ids[rank]) for layer, ids in enumerate(top) if len(ids) > rank]
+        if xy:
+            sc = ax.scatter([x for x, _ in xy], [y for _, y in xy], s=140, facecolors="none", edgecolors=face,
+                            linewidths=1.8 if rank == 0 else 1.2, label=("most frequent", "second")[rank])
+            sc.set_gid(gid)
+    ax.set_xticks(range(n_layers))
+    ax.set_yticks(range(n_ids), list(tick_labels), fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(id_name)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="count", fraction=0.03)
+    fig.legend(fontsize=7, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Write ``fig`` as PNG through a temporary file and a rename (never a half-written image)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
