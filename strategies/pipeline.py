@@ -1,14 +1,19 @@
-"""The whole TAM-NAS path on one machine: supernet → nnictl search → front → nnictl retrain → table.
+"""The whole TAM-NAS path on one machine: supernet → nnictl search → front + LegoNet → nnictl retrain → report.
 
 ``python -m strategies.pipeline`` (what ``make demo`` runs) does, with the quick presets:
 
 1. ``python -m trainers supernet --config configs/supernet/fashion_mnist_quick.yml``;
 2. ``nnictl create --config nni_configs/search.cpu.yml`` (the NSGA-II tuner; each trial
    inherits weights from the supernet and scores one architecture), waits for it to finish;
-3. copies the search's ``front.json`` and builds the retrain search space from it;
-4. ``nnictl create --config nni_configs/retrain.cpu.yml`` (one trial per front architecture,
-   trained from scratch, evaluated on the test split), waits;
-5. ``python -m trainers.retrain gather`` → ``results.csv`` and ``results.md``.
+3. copies the search's ``front.json``; ``python -m strategies lego`` counts blocks and ratios
+   of the search's top-k subnets and builds their LegoNet (paper §IV-F3) into ``legonet/``,
+   with ``retrain_front.json`` = the front's first architectures plus the LegoNet, from which
+   ``python -m trainers.retrain space`` builds the retrain search space;
+4. ``nnictl create --config nni_configs/retrain.cpu.yml`` (one trial per architecture of that
+   list, trained from scratch, evaluated on the test split), waits;
+5. ``python -m trainers.retrain gather`` → ``results.csv`` and ``results.md``;
+6. ``python -m strategies report`` → ``report/report.md`` (fronts before/after retraining,
+   hypervolume, statistics, LegoNet vs the best front architecture; PNGs and CSVs).
 
 Every stage is the command a user would type; the resolved nnictl configs are written next to
 the outputs. ``--profile tiny`` shrinks every stage for the integration test.
@@ -40,7 +45,8 @@ class Profile:
     supernet_overrides: tuple[str, ...] = ()
     search: dict[str, Any] = field(default_factory=dict)  # dotted nnictl-config overrides
     search_trial_args: str = "--eval-examples 128 --bn-batches 4 --batch-size 128 --steps 5"
-    retrain_top: int = 2
+    retrain_top: int = 2  # front architectures retrained (the LegoNet comes on top)
+    stats_top_k: int = 10  # subnets counted in the block/ratio statistics (paper: top 10)
     retrain_overrides: tuple[str, ...] = ()
     search_timeout: float = 1800
     retrain_timeout: float = 1800
@@ -122,9 +128,12 @@ def run_pipeline(out: str | Path, profile: Profile, *, port: int | None = None,
     summary["search_seconds"] = time.time() - t
 
     t = time.time()
+    lego_dir = out / "legonet"
+    _run([py, "-m", "strategies", "lego", "--search", str(exp_dir), "--top-k", str(profile.stats_top_k),
+          "--front-top", str(profile.retrain_top), "--out", str(lego_dir)])
+    summary["legonet"] = str(lego_dir / "legonet.json")
     space = out / "retrain_space.json"
-    _run([py, "-m", "trainers.retrain", "space", str(front), "--top", str(profile.retrain_top),
-          "--out", str(space)])
+    _run([py, "-m", "trainers.retrain", "space", str(lego_dir / "retrain_front.json"), "--out", str(space)])
     sets = " ".join(f"--set '{o}'" for o in profile.retrain_overrides)
     retrain_trial = f"{py} -m trainers.retrain run --config configs/retrain/fashion_mnist_quick.yml {sets}".strip()
     retrain_cfg = nnictl.resolve_config(
@@ -144,6 +153,9 @@ def run_pipeline(out: str | Path, profile: Profile, *, port: int | None = None,
 
     _run([py, "-m", "trainers.retrain", "gather", str(out / "nni" / retrain_id), "--out", str(out / "results")],
          quiet=True)
+    _run([py, "-m", "strategies", "report", "--search", str(exp_dir), "--retrain", str(out / "nni" / retrain_id),
+          "--top-k", str(profile.stats_top_k), "--out", str(out / "report")])
+    summary["report"] = str(out / "report" / "report.md")
     summary["wall_seconds"] = time.time() - summary.pop("started")
     (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -174,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  {out / 'front.json'}           the Pareto front (architecture JSON + objectives)",
         f"  {out / 'history.csv'}          hypervolume per generation",
         f"  {out / 'nni'}/                 both NNI experiments (trial logs, weights.pt, model.ts, result.json)",
-        f"  {out / 'results.csv'} / results.md   the retrained front on the test split",
+        f"  {out / 'legonet'}/             block/ratio statistics of the top subnets, legonet.json",
+        f"  {out / 'results.csv'} / results.md   the retrained front and LegoNet on the test split",
+        f"  {out / 'report'}/report.md    analysis report (fronts, hypervolume, statistics, LegoNet vs best)",
     ]
     if args.keep_ui:
         lines += [f"Web UI of the search: http://localhost:{s['search_port']}  "
