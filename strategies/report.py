@@ -30,8 +30,9 @@ Top-k subnets (paper §IV-F2: "top 10 subnets"): NSGA-II's own survival order ov
 architecture the search evaluated (the tuner's saved state; the front alone when there is no
 state): lower non-domination rank first, then larger crowding distance. ``--search`` and
 ``--retrain`` take an nnictl experiment id (looked up in nnictl's registry) or a directory:
-an experiment directory, a ``python -m strategies search`` output, or any folder holding
-``result.json`` files of :mod:`trainers.retrain`.
+an experiment directory, a ``python -m strategies search`` output, the output folder of
+``python -m strategies.pipeline`` (its search), or any folder holding ``result.json`` files of
+:mod:`trainers.retrain`.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ class SearchRun:
 def load_search(source: str | os.PathLike) -> SearchRun:
     """Read ``front.json``, ``history.csv`` and the tuner state of a search (id or directory)."""
     directory = resolve_experiment(source, "--search")
+    pipeline = directory / "pipeline.json"  # a `python -m strategies.pipeline` output: read its search
+    if pipeline.exists() and (directory / "nni").is_dir():
+        search_id = json.loads(pipeline.read_text()).get("search_id")
+        if search_id and (directory / "nni" / search_id).is_dir():
+            directory = directory / "nni" / search_id
     front_file = directory / "front.json"
     if not front_file.exists():
         raise ReportError(f"--search: {front_file}: file not found (not a search experiment directory?)")
@@ -365,7 +371,10 @@ def search_statistics(search: SearchRun, k: int = DEFAULT_TOP_K) -> Statistics:
         logger.warning("top-%d requested but the search evaluated only %d architectures", k, len(top))
     blocks, ratios = count_statistics(top)
     built = legonet(blocks, ratios)
-    space = search.space or SpaceConfig()
+    space = search.space
+    if space is None:
+        space = SpaceConfig()
+        logger.warning("%s records no space: LegoNet parameters counted for %s", search.directory, space.to_dict())
     from search_space.params import count_params
 
     lego = Architecture(built.blocks, built.ratios, {"params": float(count_params(built, space))},
@@ -422,6 +431,19 @@ def retrain_sets(results: Iterable[RetrainResult]) -> dict[str, list[RetrainResu
     for r in results:
         sets.setdefault(r.set_name, []).append(r)
     return sets
+
+
+def scratch_finetune_pairs(sets: Mapping[str, Sequence[RetrainResult]]
+                           ) -> list[tuple[str, Sequence[RetrainResult], Sequence[RetrainResult]]]:
+    """(row name, scratch set, fine-tune set) for Table X: sets of the same label (supernet regime)
+    that share architectures; without any, every scratch/fine-tune pair that shares architectures."""
+    pairs = [(s_rs, f_rs) for s_rs in sets.values() for f_rs in sets.values()
+             if s_rs[0].init == "scratch" and f_rs[0].init == "finetune"
+             and {r.architecture for r in s_rs} & {r.architecture for r in f_rs}]
+    same = [(s, f) for s, f in pairs if s[0].set_label == f[0].set_label]
+    if same:
+        return [(s[0].set_label, s, f) for s, f in same]
+    return [(f"{s[0].set_name} vs {f[0].set_name}", s, f) for s, f in pairs]
 
 
 def scratch_vs_finetune(scratch: Sequence[RetrainResult], finetune: Sequence[RetrainResult]
@@ -609,16 +631,10 @@ def write_report(search: SearchRun, retrains: Sequence[RetrainResult], out: str 
 
     # ---- scratch vs fine-tune (Table X)
     x_rows, x_arch_rows = [], []
-    for s_name, s_rs in sets.items():
-        for f_name, f_rs in sets.items():
-            if s_rs[0].init != "scratch" or f_rs[0].init != "finetune":
-                continue
-            metrics, per_arch, summary = scratch_vs_finetune(s_rs, f_rs)
-            if not per_arch:
-                continue
-            pair = s_rs[0].set_label if s_rs[0].set_label == f_rs[0].set_label else f"{s_name} vs {f_name}"
-            x_rows += [{"pair": pair, "metric": m, **summary[m]} for m in metrics]
-            x_arch_rows += [{"pair": pair, "label": labels[r["architecture"]], **r} for r in per_arch]
+    for pair, s_rs, f_rs in scratch_finetune_pairs(sets):
+        metrics, per_arch, summary = scratch_vs_finetune(s_rs, f_rs)
+        x_rows += [{"pair": pair, "metric": m, **summary[m]} for m in metrics]
+        x_arch_rows += [{"pair": pair, "label": labels[r["architecture"]], **r} for r in per_arch]
     if x_rows:
         _write_csv(out / "scratch_vs_finetune.csv", x_rows)
         _write_csv(out / "scratch_vs_finetune_per_arch.csv", x_arch_rows)
@@ -788,6 +804,7 @@ def _table_x(rows: Sequence[Mapping[str, Any]]) -> str:
 
 __all__ = [
     "DEFAULT_TOP_K", "ReportError", "RetrainResult", "SearchRun", "Statistics", "aggregate", "best_result",
-    "load_retrain", "load_search", "read_history", "read_result", "resolve_experiment", "scratch_vs_finetune",
+    "load_retrain", "load_search", "read_history", "read_result", "resolve_experiment", "scratch_finetune_pairs",
+    "scratch_vs_finetune",
     "search_statistics", "top_k", "write_report", "write_retrain_front", "write_statistics",
 ]

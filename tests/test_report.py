@@ -9,6 +9,7 @@ computed by hand from the files.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -23,6 +24,8 @@ from strategies.report import (
     ReportError,
     load_retrain,
     load_search,
+    retrain_sets,
+    scratch_finetune_pairs,
     scratch_vs_finetune,
     search_statistics,
     write_report,
@@ -204,6 +207,20 @@ def test_scratch_vs_finetune_differences():
     assert scratch_vs_finetune(scratch[:1], finetune[1:]) == ([], [], {})
 
 
+def test_table_x_pairs_sets_of_the_same_regime():
+    def relabel(results, label):
+        return [dataclasses.replace(r, set_label=label) for r in results]
+
+    s1, f1 = relabel(load_retrain(str(SCRATCH)), "S1"), relabel(load_retrain(str(FINETUNE)), "S1")
+    f2 = relabel(load_retrain(str(FINETUNE)), "S2")
+    sets = retrain_sets(s1 + f1 + f2)
+    assert [(name, s[0].set_name, f[0].set_name) for name, s, f in scratch_finetune_pairs(sets)] == [
+        ("S1", "S1 (scratch)", "S1 (finetune)")]
+    sets = retrain_sets(relabel(s1, "S0") + f1 + f2)  # no regime has both: every pair that shares architectures
+    assert [name for name, _, _ in scratch_finetune_pairs(sets)] == ["S0 (scratch) vs S1 (finetune)",
+                                                                     "S0 (scratch) vs S2 (finetune)"]
+
+
 def test_report_tables_hold_the_same_numbers(report):
     x = {r["metric"]: r for r in _rows(report.out / "scratch_vs_finetune.csv")}
     assert float(x["clean_acc"]["avg"]) == pytest.approx(9.0) and float(x["pgd20_eps0.1"]["min"]) == pytest.approx(1.0)
@@ -227,6 +244,13 @@ def test_report_command_with_labels(tmp_path, capsys):
     assert "report.md" in capsys.readouterr().out
     x = _rows(tmp_path / "scratch_vs_finetune.csv")
     assert {r["pair"] for r in x} == {"S1"}  # scratch and fine-tune of one regime: one Table X row
+
+
+def test_search_from_a_pipeline_output_folder(tmp_path):
+    shutil.copytree(SEARCH, tmp_path / "nni" / "abc123")
+    (tmp_path / "pipeline.json").write_text(json.dumps({"search_id": "abc123"}))
+    search = load_search(tmp_path)
+    assert search.directory == tmp_path / "nni" / "abc123" and len(search.evaluated) == 8
 
 
 def test_bad_inputs_fail_with_one_line_naming_the_problem(tmp_path, capsys):
