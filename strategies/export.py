@@ -1,7 +1,7 @@
 """Recompute the front of a finished (or running) nnictl experiment.
 
-Input is what ``nnictl experiment export ID --type json`` writes, or the same list from the
-REST API (``GET /api/v1/nni/export-data``): succeeded trials as
+Input is an experiment (id or directory; read from NNI's database, see :func:`fetch_export`) or
+what ``nnictl experiment export ID --type json`` writes: succeeded trials as
 ``{"parameter": sample, "value": "<JSON string of the metric dict>", "trialJobId": id}``.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.request
+import sqlite3
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from search_space.encoding import Architecture, ArchitectureError, Objective
@@ -31,27 +32,62 @@ def read_export_file(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of trials (nnictl experiment export --type json)")
+    _logger.warning("%s: NNI's export can pair a trial's result with another trial's parameters when "
+                    "trials start together; pass the experiment id or directory instead for exact pairing", path)
     return data
 
 
-def fetch_export(experiment_id: str, port: int | None = None, timeout: float = 20.0) -> list[dict[str, Any]]:
-    """Export data of a running experiment through NNI's REST API (port looked up by nnictl's registry)."""
-    if port is None:
-        from nni.tools.nnictl.config_utils import Experiments
+def experiment_dir(experiment: str | os.PathLike) -> Path:
+    """The directory of an NNI experiment: a path to it, or an id from nnictl's registry."""
+    path = Path(experiment)
+    if (path / "db" / "nni.sqlite").exists():
+        return path
+    from nni.tools.nnictl.config_utils import Experiments
 
-        info = Experiments().get_all_experiments().get(experiment_id)
-        if info is None:
-            raise ValueError(f"experiment {experiment_id!r} is unknown to nnictl (see `nnictl experiment list --all`)")
-        if info.get("status") == "STOPPED":
-            raise ValueError(f"experiment {experiment_id!r} is stopped: run `nnictl experiment export "
-                             f"{experiment_id} --type json --filename FILE` and pass FILE")
-        port = int(info["port"])
-    url = f"http://localhost:{port}/api/v1/nni/export-data"
+    info = Experiments().get_all_experiments().get(str(experiment))
+    if info is None:
+        raise ValueError(f"{experiment}: neither an experiment directory (with db/nni.sqlite) nor an "
+                         "experiment id known to nnictl (see `nnictl experiment list --all`)")
+    log_dir = Path(info.get("logDir") or Path.home() / "nni-experiments")
+    path = log_dir / str(experiment)
+    if not (path / "db" / "nni.sqlite").exists():
+        raise ValueError(f"experiment {experiment!r}: no database at {path / 'db' / 'nni.sqlite'}")
+    return path
+
+
+def fetch_export(experiment: str | os.PathLike, port: int | None = None) -> list[dict[str, Any]]:
+    """Trials with a final result of an experiment (running or stopped), read from NNI's database.
+
+    Same entries as ``nnictl experiment export`` plus ``parameterId``, but each result is paired
+    with the parameters *of the parameter id the trial reported*. NNI's own export (and its web
+    UI) pair a result with the parameters recorded for the trial job, and NNI 3.0's local and
+    remote training services hand queued parameters to whichever trial asks first, so trials
+    started together can get each other's (DESIGN §8). ``port`` is unused (kept for callers).
+    """
+    db = experiment_dir(experiment) / "db" / "nni.sqlite"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (local REST server)
-            return json.loads(r.read())
-    except OSError as e:
-        raise ValueError(f"cannot reach the NNI REST server of {experiment_id!r} on port {port}: {e}") from None
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            events = con.execute("SELECT data FROM TrialJobEvent WHERE data IS NOT NULL").fetchall()
+            finals = con.execute("SELECT trialJobId, parameterId, data FROM MetricData WHERE type = 'FINAL' "
+                                 "ORDER BY timestamp").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise ValueError(f"{db}: cannot read NNI's database ({e})") from None
+    parameters: dict[int, Any] = {}
+    for (data,) in events:
+        record = json.loads(data)
+        if isinstance(record, dict) and "parameter_id" in record and record.get("parameters") is not None:
+            parameters[int(record["parameter_id"])] = record["parameters"]
+    entries = []
+    for trial_id, parameter_id, data in finals:
+        if parameter_id is None or int(parameter_id) not in parameters:
+            _logger.warning("%s: trial %s reported for unknown parameter id %r; skipped", db, trial_id, parameter_id)
+            continue
+        entries.append({"parameter": parameters[int(parameter_id)], "value": json.loads(data),
+                        "trialJobId": trial_id, "parameterId": int(parameter_id)})
+    return entries
 
 
 def front_from_export(entries: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[Architecture]:

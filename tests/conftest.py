@@ -21,3 +21,19 @@ def data_root() -> Path:
         pytest.fail(f"Fashion-MNIST not found under {raw}: run `make data` "
                     "(python -m trainers.data fetch-fashion-mnist --root data)")
     return root
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, data_root):
+    """A tiny ``make demo`` with real nnictl (``strategies.pipeline`` profile ``tiny``), run once per session.
+
+    Yields the pipeline summary (``out``, ``search_id``, ``search_port``, ``retrain_id``, ...); the
+    search experiment's web UI stays up until the session ends.
+    """
+    from strategies import nnictl
+    from strategies.pipeline import PROFILES, run_pipeline
+
+    out = tmp_path_factory.mktemp("pipeline")
+    summary = run_pipeline(out, PROFILES["tiny"], keep_search_ui=True)
+    yield summary
+    nnictl.stop(summary["search_id"])

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from search_space.encoding import Architecture, load_architecture, load_front
+from search_space.encoding import Architecture, load_architecture, load_front, save_architecture
+from search_space.params import count_params
+from search_space.supernet import build_subnet
 from strategies import nnictl
+from strategies.export import fetch_export
 from strategies.nsga2 import dominates_matrix, objective_matrix
-from strategies.pipeline import PROFILES, run_pipeline
+from strategies.pipeline import PROFILES
+from tests.conftest import REPO
 from tests.webui import Browser, trial_table_with_metric_columns
+from trainers.checkpoint import load_supernet
 
 OBJECTIVE_KEYS = {"default", "adv_acc", "clean_acc", "params", "flops"}
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, data_root):
-    out = tmp_path_factory.mktemp("pipeline")
-    summary = run_pipeline(out, PROFILES["tiny"], keep_search_ui=True)
-    yield summary
-    nnictl.stop(summary["search_id"])
 
 
 @pytest.mark.slow
@@ -49,18 +49,35 @@ def test_every_trial_reached_nni(pipeline):
 
 
 @pytest.mark.slow
-def test_evaluation_trial_gives_the_same_numbers_standalone(pipeline):
-    """The numbers a trial reported inside NNI equal a standalone evaluation of the same architecture."""
-    from trainers.search_trial import evaluate_architecture
+def test_results_are_paired_with_the_architecture_the_trial_ran(pipeline):
+    """Every exported result belongs to its architecture (NNI's own export can swap them, DESIGN §8)."""
+    _, space, _ = load_supernet(f"{pipeline['out']}/supernet/checkpoints/last.ckpt")
+    trials = fetch_export(pipeline["search_id"])
+    assert len(trials) == 8
+    for t in trials:
+        assert json.loads(t["value"])["params"] == count_params(Architecture.from_sample(t["parameter"]), space)
+    front, _, _ = load_front(f"{pipeline['out']}/front.json")
+    for a in front:
+        assert a.objectives["params"] == count_params(a, space)
 
-    port = pipeline["search_port"]
-    job = next(j for j in nnictl.rest(port, "trial-jobs") if j["status"] == "SUCCEEDED")
-    params = json.loads(job["hyperParameters"][0])["parameters"]
-    inside = json.loads(json.loads(job["finalMetricData"][0]["data"]))
-    arch = Architecture.from_sample(params)
-    torch.set_num_threads(1)
-    standalone = evaluate_architecture(arch, f"{pipeline['out']}/supernet/checkpoints/last.ckpt",
-                                       eval_examples=32, bn_batches=1, batch_size=32, steps=2, seed=0, device="cpu")
+
+@pytest.mark.slow
+def test_evaluation_trial_gives_the_same_numbers_standalone(pipeline, tmp_path):
+    """The numbers a trial reported inside NNI equal ``python -m trainers evaluate --arch`` run by hand.
+
+    Run in a fresh process, as a user would: the pytest process carries global torch state
+    from other tests.
+    """
+    trial = fetch_export(pipeline["search_id"])[0]
+    inside = json.loads(trial["value"])
+    arch_file = tmp_path / "arch.json"
+    save_architecture(Architecture.from_sample(trial["parameter"]), arch_file)
+    cmd = [sys.executable, "-m", "trainers", "evaluate", "--arch", str(arch_file),
+           "--checkpoint", f"{pipeline['out']}/supernet/checkpoints/last.ckpt",
+           *PROFILES["tiny"].search_trial_args.split(), "--threads", "1", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    standalone = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("adv_acc", "clean_acc", "params", "flops", "epsilon", "num_examples"):
         assert standalone[key] == inside[key], key
 
@@ -78,24 +95,24 @@ def test_web_ui_trial_table_shows_the_objectives(pipeline):
 
 @pytest.mark.slow
 def test_retrain_outputs(pipeline):
-    out = pipeline["out"]
-    rows = open(f"{out}/results.csv").read().splitlines()
-    assert len(rows) == 2 and "clean_acc" in rows[0]
-    assert "| Model | Size | Clean |" in open(f"{out}/results.md").read()
-    from pathlib import Path
-
+    """One trial per retrained architecture (front's first + LegoNet), each with loadable outputs."""
+    out = Path(pipeline["out"])
+    retrained = json.loads((out / "retrain_space.json").read_text())["arch"]["_value"]
+    assert 2 <= len(retrained) <= 1 + PROFILES["tiny"].retrain_top  # LegoNet may coincide with a front arch
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(retrained) and "clean_acc" in rows[0]
+    assert "| Model | Size | Clean |" in (out / "results.md").read_text()
     trial_dirs = [p.parent for p in Path(out, "nni", pipeline["retrain_id"]).rglob("result.json")]
-    assert len(trial_dirs) == 1
-    d = trial_dirs[0]
-    result = json.loads((d / "result.json").read_text())
-    arch = load_architecture(d / "architecture.json")
-    assert result["architecture"] == arch.key
-    weights = torch.load(d / "weights.pt", weights_only=True)
-    from search_space.supernet import build_subnet
-
-    model = build_subnet(arch)
-    model.load_state_dict(weights)
-    scripted = torch.jit.load(str(d / "model.ts"))
-    x = torch.rand(2, 1, 32, 32)
-    torch.testing.assert_close(scripted(x), model.eval()(x))
-    assert "seed: 0" in (d / "config.resolved.yml").read_text()
+    assert len(trial_dirs) == len(retrained)
+    for d in trial_dirs:
+        result = json.loads((d / "result.json").read_text())
+        arch = load_architecture(d / "architecture.json")
+        assert result["architecture"] == arch.key and arch.key in retrained
+        weights = torch.load(d / "weights.pt", weights_only=True)
+        assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), d
+        model = build_subnet(arch)
+        model.load_state_dict(weights)
+        scripted = torch.jit.load(str(d / "model.ts"))
+        x = torch.rand(2, 1, 32, 32)
+        torch.testing.assert_close(scripted(x), model.eval()(x))
+        assert "seed: 0" in (d / "config.resolved.yml").read_text()

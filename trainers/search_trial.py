@@ -65,28 +65,42 @@ def in_nni_trial() -> bool:
     return nni.get_experiment_id() != "STANDALONE"
 
 
-def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, data_root: str | None = None,
-                          bn_batches: int = 20, eval_examples: int | None = None, epsilon: float | None = None,
-                          steps: int = 10, batch_size: int = 256, seed: int = 0, device: str = "auto",
-                          progress: bool = False) -> dict[str, Any]:
+def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Score ``arch`` with weights inherited from ``checkpoint``; returns the metric dict.
+
+    Keyword arguments are those of :func:`evaluate_inherited`.
+    """
+    from trainers.checkpoint import load_supernet
+
+    process_start = time.time() - _process_start()
+    torch.manual_seed(kwargs.get("seed", 0))
+    t = time.time()
+    loaded = load_supernet(checkpoint)
+    load_time = time.time() - t
+    metrics = evaluate_inherited(arch, *loaded, **kwargs)
+    metrics.update(time_process_start=process_start, time_checkpoint_load=load_time)
+    return metrics
+
+
+def evaluate_inherited(arch: Architecture, supernet: torch.nn.Module, space: Any, meta: dict[str, Any], *,
+                       data_root: str | None = None, bn_batches: int = 20, eval_examples: int | None = None,
+                       epsilon: float | None = None, steps: int = 10, batch_size: int = 256, seed: int = 0,
+                       device: str = "auto", progress: bool = False) -> dict[str, Any]:
+    """Score ``arch`` on a loaded supernet (:func:`trainers.checkpoint.load_supernet`'s triple).
 
     Data settings (data set, validation split and its seed) come from the checkpoint's resolved
     config, so the trial sees exactly the split the supernet held out. ``epsilon`` defaults to
-    the supernet's training ε.
+    the supernet's training ε. The supernet is left unchanged.
     """
     from trainers.bn import recalibrate_bn
-    from trainers.checkpoint import load_supernet
     from trainers.data import get_splits, make_loader
     from trainers.evaluation import EvaluationConfig, evaluate_robustness
 
-    timings: dict[str, float] = {"time_process_start": time.time() - _process_start()}
+    timings: dict[str, float] = {}
     torch.manual_seed(seed)
     t = time.time()
-    supernet, space, meta = load_supernet(checkpoint)
     subnet = inherit_subnet(supernet, arch).to(resolve_device(device))
-    del supernet
-    timings["time_checkpoint_load"] = time.time() - t
+    timings["time_inherit"] = time.time() - t
 
     data_cfg = meta["config"]["data"]
     splits = get_splits(space.dataset, data_root or data_cfg.get("root"), val_size=data_cfg["val_size"],
@@ -103,7 +117,7 @@ def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, 
                                  config, progress=progress)
     timings["time_evaluation"] = time.time() - t
     adv_acc = float(result["pgd"][0]["acc"])
-    metrics = {
+    return {
         "default": adv_acc,
         "adv_acc": adv_acc,
         "clean_acc": float(result["clean_acc"]),
@@ -114,7 +128,6 @@ def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, *, 
         "num_examples": int(result["num_examples"]),
         **timings,
     }
-    return metrics
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
