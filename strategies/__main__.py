@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--objectives", nargs="+", default=None, metavar="NAME:max|min")
     s.add_argument("--param-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
                    help="repair into this parameter range (parameter table of --dataset/--width-multiplier)")
+    s.add_argument("--blocks", default=None, metavar="ID,ID,...",
+                   help="search only these block ids (Table XIV), e.g. 0,3,6,18 (default: all 22)")
+    s.add_argument("--ratios", default=None, metavar="R,R,...",
+                   help="search only these channel ratios (Table XV), e.g. 0.8,1.0,1.2 (default: all ten)")
     s.add_argument("--dataset", default="fashion_mnist")
     s.add_argument("--width-multiplier", type=int, default=1)
     s.add_argument("--output", default="runs/search", help="directory for front.json and history.csv")
@@ -82,6 +86,16 @@ def _space(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+def _comma_list(value: str | None, convert: type, option: str) -> list | None:
+    """``"0,3,6"`` -> ``[0, 3, 6]``; ``ValueError`` naming the option on anything else."""
+    if value is None:
+        return None
+    try:
+        return [convert(x) for x in value.split(",")]
+    except ValueError:
+        raise ValueError(f"{option}: expected a comma-separated list of {convert.__name__}s, got {value!r}") from None
+
+
 def _search(args: argparse.Namespace) -> None:
     from .runner import load_callable, run_search
     from .toy import toy_objectives
@@ -99,7 +113,9 @@ def _search(args: argparse.Namespace) -> None:
                          crossover_unit=args.crossover_unit, mutation_unit=args.mutation_unit,
                          duplicate_retries=args.duplicate_retries, seed=args.seed,
                          objectives=parse_objectives(args.objectives),
-                         param_range=tuple(args.param_range) if args.param_range else None)
+                         param_range=tuple(args.param_range) if args.param_range else None,
+                         blocks=_comma_list(args.blocks, int, "--blocks"),
+                         ratios=_comma_list(args.ratios, float, "--ratios"))
     search = run_search(config, evaluate, params_fn=params_fn, output_dir=args.output, space=space)
     last = search.history[-1]
     print(f"{search.evaluations} evaluations, front of {last['front_size']}, hypervolume "

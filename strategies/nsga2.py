@@ -10,6 +10,10 @@ Conventions
   objectives are negated by :func:`objective_matrix`.
 - A genome is an int array of shape ``(16, 2)``: column 0 the block id (Table XIV), column 1
   the ratio id (Table XV), exactly :attr:`search_space.encoding.Architecture.genes`.
+- The genes a search may use are a :class:`GeneSpace`: per layer the candidate block ids,
+  and the candidate ratio ids; by default all of them (:data:`DEFAULT_SPACE`), or a subset
+  chosen with :attr:`NSGA2Config.blocks` / :attr:`NSGA2Config.ratios` (e.g. the blocks and
+  ratios a quick supernet trained). Every operator keeps genomes inside it.
 - Every random choice comes from a ``numpy.random.Generator``. The generator of generation
   ``g`` is ``default_rng([seed, g])`` and a generation's proposals are all drawn when it
   starts, so the proposals do not depend on the order in which results arrive (the tuner's
@@ -24,12 +28,14 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from search_space.encoding import (
     DEFAULT_OBJECTIVES,
+    NUM_BLOCKS,
     NUM_LAYERS,
     RATIOS,
     STRIDE2_LAYERS,
@@ -50,6 +56,100 @@ _UNITS = ("layer", "gene")
 
 _ALLOWED = [np.asarray(allowed_blocks(i), dtype=np.int64) for i in range(NUM_LAYERS)]
 _NUM_RATIOS = len(RATIOS)
+
+
+# --------------------------------------------------------------------------- gene space
+def _frozen(a: Any) -> np.ndarray:
+    a = np.array(a, dtype=np.int64)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class GeneSpace:
+    """The genes the operators may produce: ``blocks[i]`` the candidate block ids of layer ``i``
+    and ``ratios`` the candidate ratio ids (Table XV), both ascending, read-only arrays.
+
+    Build one with :meth:`build` (validated); :data:`DEFAULT_SPACE` is the whole encoding.
+    """
+
+    blocks: tuple[np.ndarray, ...]
+    ratios: np.ndarray
+
+    @classmethod
+    def build(cls, blocks: Sequence[int] | None = None, ratios: Sequence[float] | None = None) -> GeneSpace:
+        """Gene space of a block-id subset and a ratio subset (``None``: all); ``ValueError`` if a
+        value is not in the encoding or a layer is left without a candidate block."""
+        blocks = normalize_blocks(blocks)
+        ratios = normalize_ratios(ratios)
+        if blocks is None and ratios is None:
+            return DEFAULT_SPACE
+        return _build_space(blocks, ratios)
+
+    def contains(self, g: np.ndarray) -> bool:
+        """Whether every gene of genome ``g`` is a candidate."""
+        return all(g[i, 0] in self.blocks[i] for i in range(NUM_LAYERS)) and bool(np.isin(g[:, 1], self.ratios).all())
+
+
+@lru_cache(maxsize=32)
+def _build_space(blocks: tuple[int, ...] | None, ratios: tuple[float, ...] | None) -> GeneSpace:
+    per_layer = []
+    for i in range(NUM_LAYERS):
+        cand = _ALLOWED[i] if blocks is None else _ALLOWED[i][np.isin(_ALLOWED[i], blocks)]
+        if cand.size == 0:
+            where = (f"stride-2 layer {i} (pure robust blocks are not allowed there)" if i in STRIDE2_LAYERS
+                     else f"layer {i}")
+            raise ValueError(f"blocks: {list(blocks or ())} leaves no candidate for {where}")
+        per_layer.append(_frozen(cand))
+    ratio_ids = range(_NUM_RATIOS) if ratios is None else sorted(RATIOS.index(r) for r in ratios)
+    return GeneSpace(tuple(per_layer), _frozen(list(ratio_ids)))
+
+
+DEFAULT_SPACE = GeneSpace(tuple(_frozen(a) for a in _ALLOWED), _frozen(np.arange(_NUM_RATIOS)))
+
+
+def normalize_blocks(value: Any) -> tuple[int, ...] | None:
+    """A block-id subset as a sorted tuple (``None`` stays ``None``); ``ValueError`` names the problem."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ValueError(f"blocks: expected a list of block ids 0..{NUM_BLOCKS - 1}, got {value!r}")
+    items = list(value)
+    if not items:
+        raise ValueError("blocks: empty list; give at least one block id (or null for all)")
+    out = []
+    for b in items:
+        if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)) or not 0 <= b < NUM_BLOCKS:
+            raise ValueError(f"blocks: {b!r} in {items!r} is not a block id 0..{NUM_BLOCKS - 1} (Table XIV)")
+        out.append(int(b))
+    dup = sorted({b for b in out if out.count(b) > 1})
+    if dup:
+        raise ValueError(f"blocks: duplicate id(s) {dup} in {items!r}")
+    return tuple(sorted(out))
+
+
+def normalize_ratios(value: Any) -> tuple[float, ...] | None:
+    """A ratio subset as a sorted tuple of :data:`RATIOS` values (``None`` stays ``None``);
+    integral floats may arrive as ints (NNI sends 1.0 as 1)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ValueError(f"ratios: expected a list of ratios from {list(RATIOS)}, got {value!r}")
+    items = list(value)
+    if not items:
+        raise ValueError("ratios: empty list; give at least one ratio (or null for all)")
+    out = []
+    for r in items:
+        match = None
+        if not isinstance(r, (bool, np.bool_)) and isinstance(r, (int, float, np.integer, np.floating)):
+            match = next((x for x in RATIOS if math.isclose(float(r), x, abs_tol=1e-6)), None)
+        if match is None:
+            raise ValueError(f"ratios: {r!r} in {items!r} is not one of {list(RATIOS)} (Table XV)")
+        out.append(match)
+    dup = sorted({r for r in out if out.count(r) > 1})
+    if dup:
+        raise ValueError(f"ratios: duplicate ratio(s) {dup} in {items!r}")
+    return tuple(sorted(out))
 
 
 # --------------------------------------------------------------------------- sorting
@@ -163,12 +263,12 @@ def tournament_select(ranks: np.ndarray, crowd: np.ndarray, size: int, rng: np.r
 
 
 # --------------------------------------------------------------------------- operators
-def random_genome(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random genome that respects the stride-2 rule."""
+def random_genome(rng: np.random.Generator, space: GeneSpace = DEFAULT_SPACE) -> np.ndarray:
+    """A uniformly random genome of ``space`` (which respects the stride-2 rule)."""
     g = np.empty((NUM_LAYERS, 2), dtype=np.int64)
     for i in range(NUM_LAYERS):
-        g[i, 0] = _ALLOWED[i][rng.integers(len(_ALLOWED[i]))]
-        g[i, 1] = rng.integers(_NUM_RATIOS)
+        g[i, 0] = space.blocks[i][rng.integers(len(space.blocks[i]))]
+        g[i, 1] = space.ratios[rng.integers(len(space.ratios))]
     return g
 
 
@@ -188,7 +288,8 @@ def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, prob: floa
         "inherits and recombines the block or channel from the two parents");
         ``"layer"``: a layer's block and ratio come together from one parent.
 
-    Both units keep the stride-2 rule: a block comes from a parent at the same layer.
+    Both units keep the stride-2 rule and a :class:`GeneSpace`: every gene comes from a
+    parent at the same layer.
     """
     if rng.random() >= prob:
         return a.copy(), b.copy()
@@ -199,18 +300,28 @@ def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, prob: floa
     return c1, c2
 
 
-def _redraw_block(g: np.ndarray, i: int, rng: np.random.Generator) -> None:
-    choices = _ALLOWED[i][_ALLOWED[i] != g[i, 0]]
-    g[i, 0] = choices[rng.integers(len(choices))]
+def _redraw_block(g: np.ndarray, i: int, rng: np.random.Generator, space: GeneSpace) -> None:
+    """Uniform over the layer's other candidate blocks; unchanged if there is none."""
+    choices = space.blocks[i][space.blocks[i] != g[i, 0]]
+    if choices.size:
+        g[i, 0] = choices[rng.integers(len(choices))]
 
 
-def _redraw_ratio(g: np.ndarray, i: int, rng: np.random.Generator) -> None:
-    r = rng.integers(_NUM_RATIOS - 1)
-    g[i, 1] = r if r < g[i, 1] else r + 1  # uniform over the other nine ratios
+def _redraw_ratio(g: np.ndarray, i: int, rng: np.random.Generator, space: GeneSpace) -> None:
+    """Uniform over the other candidate ratios (all nine others by default); unchanged if none."""
+    cand = space.ratios
+    pos = int(np.searchsorted(cand, g[i, 1]))
+    if pos < len(cand) and cand[pos] == g[i, 1]:  # skip the current ratio
+        if len(cand) > 1:
+            r = rng.integers(len(cand) - 1)
+            g[i, 1] = cand[r if r < pos else r + 1]
+    else:  # a ratio outside the space: any candidate differs
+        g[i, 1] = cand[rng.integers(len(cand))]
 
 
-def mutate(g: np.ndarray, rng: np.random.Generator, prob: float = 0.1, unit: str = "layer") -> np.ndarray:
-    """Mutation (paper §III-E2): re-draw a block or ratio as a *different* allowed value.
+def mutate(g: np.ndarray, rng: np.random.Generator, prob: float = 0.1, unit: str = "layer",
+           space: GeneSpace = DEFAULT_SPACE) -> np.ndarray:
+    """Mutation (paper §III-E2): re-draw a block or ratio as a *different* candidate of ``space``.
 
     Parameters
     ----------
@@ -224,6 +335,8 @@ def mutate(g: np.ndarray, rng: np.random.Generator, prob: float = 0.1, unit: str
         changes its block, its ratio or both (one third each) — about 1.6 changed layers per
         child at 0.1. ``"gene"``: each of the 32 block and ratio genes mutates with
         probability ``prob`` (about 3.2 changed genes per child at 0.1).
+    space : GeneSpace
+        Candidate genes; a gene whose layer has a single candidate is left unchanged.
 
     Notes
     -----
@@ -237,57 +350,61 @@ def mutate(g: np.ndarray, rng: np.random.Generator, prob: float = 0.1, unit: str
     if unit == "gene":
         flips = rng.random((NUM_LAYERS, 2)) < prob
         for i in np.flatnonzero(flips[:, 0]):
-            _redraw_block(g, i, rng)
+            _redraw_block(g, i, rng, space)
         for i in np.flatnonzero(flips[:, 1]):
-            _redraw_ratio(g, i, rng)
+            _redraw_ratio(g, i, rng, space)
         return g
     for i in np.flatnonzero(rng.random(NUM_LAYERS) < prob):
         what = rng.integers(3)  # 0: block, 1: ratio, 2: both
         if what != 1:
-            _redraw_block(g, i, rng)
+            _redraw_block(g, i, rng, space)
         if what != 0:
-            _redraw_ratio(g, i, rng)
+            _redraw_ratio(g, i, rng, space)
     return g
 
 
-def repair_stride2(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Replace a pure robust block (18-21) in a stride-2 layer by a random allowed block.
+def repair_stride2(g: np.ndarray, rng: np.random.Generator, space: GeneSpace = DEFAULT_SPACE) -> np.ndarray:
+    """Replace a pure robust block (18-21), or a block outside ``space``, in a stride-2 layer by
+    a random candidate block of that layer.
 
     The operators above never create one; this guards genomes from elsewhere (paper
     §III-E1: non-local blocks cannot sit in stride-2 layers)."""
     g = g.copy()
     for i in STRIDE2_LAYERS:
-        if g[i, 0] not in _ALLOWED[i]:
-            g[i, 0] = _ALLOWED[i][rng.integers(len(_ALLOWED[i]))]
+        if g[i, 0] not in space.blocks[i]:
+            g[i, 0] = space.blocks[i][rng.integers(len(space.blocks[i]))]
     return g
 
 
 def repair_param_range(g: np.ndarray, params_fn: Callable[[Architecture], float],
                        param_range: tuple[float, float], rng: np.random.Generator,
-                       max_steps: int = 200) -> np.ndarray | None:
+                       max_steps: int = 200, space: GeneSpace = DEFAULT_SPACE) -> np.ndarray | None:
     """Move a genome into ``[low, high]`` parameters by changing ratios one step at a time.
 
-    Too large: a random layer whose ratio can shrink takes the next smaller ratio; too small:
-    one grows. When ratios are exhausted a random layer's block is re-drawn. Returns ``None``
-    if ``max_steps`` are not enough (the caller then proposes another child).
+    Too large: a random layer whose ratio can shrink takes the next smaller candidate ratio
+    of ``space``; too small: one grows to the next larger. When ratios are exhausted a random
+    layer's block is re-drawn from its candidates. Returns ``None`` if ``max_steps`` are not
+    enough (the caller then proposes another child).
     """
     low, high = param_range
     g = g.copy()
+    cand = space.ratios
     for _ in range(max_steps + 1):
         p = params_fn(genome_to_arch(g))
         if low <= p <= high:
             return g
         if p > high:
-            movable = np.flatnonzero(g[:, 1] > 0)
-            step = -1
+            target = np.searchsorted(cand, g[:, 1], side="left") - 1  # next smaller candidate
+            movable = np.flatnonzero(target >= 0)
         else:
-            movable = np.flatnonzero(g[:, 1] < _NUM_RATIOS - 1)
-            step = 1
+            target = np.searchsorted(cand, g[:, 1], side="right")  # next larger candidate
+            movable = np.flatnonzero(target < len(cand))
         if movable.size:
-            g[movable[rng.integers(movable.size)], 1] += step
+            i = movable[rng.integers(movable.size)]
+            g[i, 1] = cand[target[i]]
         else:
             i = int(rng.integers(NUM_LAYERS))
-            g[i, 0] = _ALLOWED[i][rng.integers(len(_ALLOWED[i]))]
+            g[i, 0] = space.blocks[i][rng.integers(len(space.blocks[i]))]
     return None
 
 
@@ -327,6 +444,12 @@ class NSGA2Config:
     :func:`crossover` and :func:`mutate` read the paper; ``mutation_prob`` is per unit.
     ``duplicate_retries``: a child that was already proposed is mutated again up to this many
     times before new parents are drawn (0: draw new parents at once).
+
+    ``blocks`` / ``ratios`` restrict the search to a subset of the space: block ids of
+    Table XIV and ratios of Table XV (e.g. those a quick supernet trained); ``None`` (default)
+    is all of them. Per layer the candidates are ``allowed_blocks(i)`` ∩ ``blocks``, so a
+    subset must leave the stride-2 layers a block that is not pure robust. Both are stored
+    sorted; :attr:`gene_space` is the resulting :class:`GeneSpace`.
     """
 
     population_size: int = 50
@@ -344,6 +467,8 @@ class NSGA2Config:
     objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES
     param_range: tuple[float, float] | None = None
     hv_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    blocks: tuple[int, ...] | None = None
+    ratios: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -383,6 +508,14 @@ class NSGA2Config:
             check(len(pr) == 2 and all(isinstance(x, (int, float)) for x in pr) and 0 <= pr[0] <= pr[1],
                   f"param_range: expected [low, high] with 0 <= low <= high, got {self.param_range!r}")
             object.__setattr__(self, "param_range", (float(pr[0]), float(pr[1])))
+        object.__setattr__(self, "blocks", normalize_blocks(self.blocks))
+        object.__setattr__(self, "ratios", normalize_ratios(self.ratios))
+        GeneSpace.build(self.blocks, self.ratios)  # a layer left without a candidate block is an error
+
+    @property
+    def gene_space(self) -> GeneSpace:
+        """The genes this search may propose (:data:`DEFAULT_SPACE` without a subset)."""
+        return GeneSpace.build(self.blocks, self.ratios)
 
     @property
     def budget(self) -> int:
@@ -398,7 +531,9 @@ class NSGA2Config:
                 "seed": self.seed, "objectives": [{"name": o.name, "direction": o.direction}
                                                   for o in self.objectives],
                 "param_range": list(self.param_range) if self.param_range else None,
-                "hv_bounds": {k: list(v) for k, v in self.hv_bounds.items()}}
+                "hv_bounds": {k: list(v) for k, v in self.hv_bounds.items()},
+                "blocks": list(self.blocks) if self.blocks is not None else None,
+                "ratios": list(self.ratios) if self.ratios is not None else None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NSGA2Config:
@@ -489,6 +624,7 @@ class NSGA2Search:
         if config.param_range is not None and params_fn is None:
             raise ValueError("param_range is set but no params_fn was given to repair with")
         self.config = config
+        self.space = config.gene_space
         self.params_fn = params_fn
         self.generation = 0
         self.proposals: list[str] = []  # keys of the current generation, in proposal order
@@ -568,10 +704,10 @@ class NSGA2Search:
 
     def _accept(self, g: np.ndarray, rng: np.random.Generator, batch: list[str]) -> bool:
         """Repair ``g`` and add it to ``batch`` unless it was ever proposed before."""
-        g = repair_stride2(g, rng)
+        g = repair_stride2(g, rng, self.space)
         if self.config.param_range is not None:
             assert self.params_fn is not None
-            repaired = repair_param_range(g, self.params_fn, self.config.param_range, rng)
+            repaired = repair_param_range(g, self.params_fn, self.config.param_range, rng, space=self.space)
             if repaired is None:
                 return False
             g = repaired
@@ -586,7 +722,7 @@ class NSGA2Search:
         attempts = 0
         while len(batch) < n and attempts < 100 * n:
             attempts += 1
-            self._accept(random_genome(rng), rng, batch)
+            self._accept(random_genome(rng, self.space), rng, batch)
         if len(batch) < n:
             _logger.warning("NSGA-II generation %d: only %d of %d new architectures found",
                             self.generation, len(batch), n)
@@ -617,8 +753,8 @@ class NSGA2Search:
                 # A child seen before is mutated afresh rather than dropped, so late
                 # generations (many duplicates) still get children of selected parents.
                 for _ in range(cfg.duplicate_retries + 1):
-                    if len(batch) >= n or self._accept(mutate(child, rng, cfg.mutation_prob, cfg.mutation_unit),
-                                                       rng, batch):
+                    if len(batch) >= n or self._accept(
+                            mutate(child, rng, cfg.mutation_prob, cfg.mutation_unit, self.space), rng, batch):
                         break
         if len(batch) < n:  # the population has converged: top up with random architectures
             self._fill_random(rng, batch, n)

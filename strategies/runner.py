@@ -52,7 +52,8 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
     Parameters
     ----------
     config : NSGA2Config
-        Search settings (paper: population 50, offspring 50, 20 generations).
+        Search settings (paper: population 50, offspring 50, 20 generations);
+        ``config.blocks`` / ``config.ratios`` restrict the proposals to a subset of the space.
     evaluate : callable
         Architecture -> metric dict holding every configured objective; raise
         :class:`TrialFailed` to count the architecture as failed.

@@ -6,6 +6,8 @@ Use it from an nnictl config::
       codeDirectory: .
       className: strategies.tuner.NSGA2Tuner
       classArgs: {population_size: 50, offspring_size: 50, generations: 20, seed: 0}
+      # optional: search a subset, e.g. what a quick supernet trained
+      # classArgs: {..., blocks: [0, 3, 6, 18], ratios: [0.8, 1.0, 1.2]}
 
 or, after ``nnictl algo register --meta strategies/nsga2_meta.yml``, as
 ``tuner: {name: TamNasNSGA2, classArgs: {...}}``.
@@ -76,7 +78,7 @@ RESULT_GRACE_S = 30.0  # how long a successful trial_end waits for its final res
 
 _CONFIG_KEYS = ("population_size", "offspring_size", "generations", "tournament_size", "crossover_prob",
                 "mutation_prob", "crossover_unit", "mutation_unit", "duplicate_retries", "seed", "objectives",
-                "param_range", "hv_bounds")
+                "param_range", "hv_bounds", "blocks", "ratios")
 _TUNER_KEYS = ("dataset", "width_multiplier", "output_dir")
 
 
@@ -134,6 +136,15 @@ class NSGA2Tuner(Tuner):
         counted with ``search_space.params.count_params`` for ``dataset``/``width_multiplier``.
     hv_bounds : dict, optional
         Normalisation range per objective for the hypervolume (:mod:`strategies.hypervolume`).
+    blocks : list of int, optional
+        Search only these block ids (Table XIV, 0-21), e.g. the blocks a quick supernet
+        trained; per layer the candidates are ``allowed_blocks(i)`` ∩ ``blocks``, so the
+        stride-2 layers need a block that is not pure robust (18-21). Default: all 22.
+    ratios : list of float, optional
+        Search only these channel ratios (Table XV), e.g. ``[0.8, 1.0, 1.2]``. Default: all ten.
+        ``blocks`` and ``ratios`` are part of the saved state (a resume with other values is
+        refused); a result for an architecture outside them is handled like any result that
+        is not a pending proposal.
     dataset, width_multiplier
         The supernet's space (recorded in ``front.json``; used by the parameter counter).
     output_dir : str, optional

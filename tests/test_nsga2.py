@@ -13,6 +13,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from search_space.encoding import STRIDE2_LAYERS, Architecture, Objective, load_front
 from strategies.hypervolume import hypervolume, hypervolume_of, normalize
 from strategies.nsga2 import (
+    DEFAULT_SPACE,
     NSGA2Config,
     NSGA2Search,
     crossover,
@@ -258,3 +259,124 @@ def test_duplicate_children_are_mutated_again(monkeypatch):
         return calls["n"]
 
     assert tournaments(10) < 0.8 * tournaments(0)
+
+
+# --------------------------------------------------------------------------- search over a subset
+SUB_BLOCKS = [0, 3, 6, 18]  # 18 is pure robust: not a candidate in the stride-2 layers
+SUB_RATIOS = [0.8, 1.0, 1.2]
+
+
+def _inside(keys, blocks=SUB_BLOCKS, ratios=SUB_RATIOS) -> bool:
+    archs = [key_to_arch(k) for k in keys]
+    return all(set(a.blocks) <= set(blocks) and set(a.ratios) <= set(ratios) for a in archs)
+
+
+def test_gene_space_of_a_subset():
+    cfg = NSGA2Config(blocks=[18, 6, 0, 3], ratios=[1.2, 1, 0.8])  # NNI sends 1.0 as 1; any order
+    assert cfg.blocks == (0, 3, 6, 18) and cfg.ratios == (0.8, 1.0, 1.2)
+    space = cfg.gene_space
+    for i in range(16):
+        assert space.blocks[i].tolist() == ([0, 3, 6] if i in STRIDE2_LAYERS else SUB_BLOCKS)
+    assert space.ratios.tolist() == [3, 4, 5]
+    assert NSGA2Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert NSGA2Config().gene_space is DEFAULT_SPACE and NSGA2Config().to_dict()["blocks"] is None
+    with pytest.raises(ValueError):  # read-only: a frozen space cannot be changed by accident
+        space.blocks[1][0] = 5
+
+
+@pytest.mark.parametrize("units", [("gene", "layer"), ("layer", "gene")])
+def test_subset_search_proposes_only_candidates(units):
+    cfg = NSGA2Config(population_size=12, offspring_size=10, generations=3, tournament_size=3, seed=5,
+                      crossover_unit=units[0], mutation_unit=units[1], blocks=SUB_BLOCKS, ratios=SUB_RATIOS)
+    s = run_search(cfg, toy_objectives)
+    assert s.evaluations == len(s.born) == cfg.budget  # every generation full: the operators are not stuck
+    assert _inside(s.born)
+    assert all(key_to_arch(k).blocks[i] != 18 for k in s.born for i in STRIDE2_LAYERS)
+    used = {(b, r) for k in s.born for b, r in zip(key_to_arch(k).blocks, key_to_arch(k).ratios, strict=True)}
+    assert {b for b, _ in used} == set(SUB_BLOCKS) and {r for _, r in used} == set(SUB_RATIOS)
+    assert run_search(cfg, toy_objectives).to_state() == s.to_state()  # seeded
+
+
+def test_subset_operators_stay_inside_and_still_change_genes():
+    space = NSGA2Config(blocks=SUB_BLOCKS, ratios=SUB_RATIOS).gene_space
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(200):
+        g = random_genome(rng, space)
+        assert space.contains(g)
+        for unit in ("gene", "layer"):
+            m = mutate(g, rng, 0.3, unit=unit, space=space)
+            assert space.contains(m)
+            changed += int(np.sum(m != g))
+    # a mutated gene always takes another candidate, so genes change at the set rate
+    rate = np.mean([np.mean(mutate(g, rng, 0.1, unit="gene", space=space) != g) for _ in range(400)])
+    assert changed > 0 and 0.08 < rate < 0.12
+    bad = g.copy()
+    bad[STRIDE2_LAYERS[1], 0] = 18  # allowed by the subset, but not in a stride-2 layer
+    bad[STRIDE2_LAYERS[2], 0] = 12  # allowed at stride 2, but not in the subset
+    fixed = repair_stride2(bad, rng, space)
+    assert space.contains(fixed)
+
+
+def test_subset_param_range_repair_moves_within_the_candidate_ratios():
+    space = NSGA2Config(blocks=SUB_BLOCKS, ratios=SUB_RATIOS).gene_space
+    rng = np.random.default_rng(2)
+    pf = lambda arch: toy_objectives(arch)["params"]  # noqa: E731
+    for _ in range(20):
+        g = repair_param_range(random_genome(rng, space), pf, (4.2e5, 4.6e5), rng, space=space)
+        assert g is not None and space.contains(g) and 4.2e5 <= pf(key_to_arch(genome_key(g))) <= 4.6e5
+    big = np.array([[0, 5]] * 16)  # all at 1.2: shrinking takes 1.0, then 0.8, never 0.6
+    g = repair_param_range(big, pf, (0.0, 1.0), rng, max_steps=40, space=space)
+    assert g is None
+    g = repair_param_range(big, pf, (0.0, pf(key_to_arch(genome_key(big))) - 1), rng, space=space)
+    assert g is not None and set(g[:, 1].tolist()) <= {4, 5} and (g[:, 1] == 4).sum() == 1
+    s = run_search(_small(param_range=(4.2e5, 4.6e5), blocks=SUB_BLOCKS, ratios=SUB_RATIOS), toy_objectives,
+                   params_fn=pf)
+    assert _inside(s.born) and all(4.2e5 <= v["params"] <= 4.6e5 for v in s.results.values())
+
+
+def test_single_candidate_layers_are_left_unchanged_by_mutation():
+    cfg = NSGA2Config(population_size=6, offspring_size=6, generations=3, tournament_size=2, seed=0,
+                      blocks=[0, 18], ratios=[1.0])
+    space = cfg.gene_space
+    assert all(space.blocks[i].tolist() == [0] for i in STRIDE2_LAYERS)
+    rng = np.random.default_rng(0)
+    g = random_genome(rng, space)
+    for unit in ("gene", "layer"):
+        m = mutate(g, rng, 1.0, unit=unit, space=space)
+        assert np.all(m[:, 1] == 4) and np.all(m[list(STRIDE2_LAYERS), 0] == 0)  # single candidates
+        others = [i for i in range(16) if i not in STRIDE2_LAYERS]
+        if unit == "gene":  # every block gene mutated: each flips to the other candidate
+            assert np.all(m[others, 0] == 18 - g[others, 0])
+    s = run_search(cfg, toy_objectives)
+    assert s.finished and _inside(s.born, [0, 18], [1.0]) and len(s.born) == cfg.budget
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"blocks": [18, 19]}, r"blocks: \[18, 19\] leaves no candidate for stride-2 layer 0 \(pure robust"),
+    ({"blocks": []}, "blocks: empty list"),
+    ({"blocks": [0, 3, 3]}, r"blocks: duplicate id\(s\) \[3\]"),
+    ({"blocks": [0, 22]}, "blocks: 22 .* not a block id 0..21"),
+    ({"blocks": [0, 1.5]}, "blocks: 1.5"),
+    ({"blocks": [True]}, "blocks: True"),
+    ({"blocks": "0,3"}, "blocks: expected a list"),
+    ({"ratios": [0.8, 0.9]}, r"ratios: 0.9 in \[0.8, 0.9\] is not one of"),
+    ({"ratios": []}, "ratios: empty list"),
+    ({"ratios": [1, 1.0]}, r"ratios: duplicate ratio\(s\) \[1.0\]"),
+    ({"ratios": ["1.0"]}, "ratios: '1.0'"),
+    ({"ratios": 1.0}, "ratios: expected a list"),
+])
+def test_invalid_subsets_are_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match) as e:
+        NSGA2Config(**kw)
+    assert "\n" not in str(e.value)
+
+
+def test_subset_is_saved_with_the_state():
+    s = run_search(_small(blocks=SUB_BLOCKS, ratios=SUB_RATIOS), toy_objectives)
+    state = json.loads(json.dumps(s.to_state()))
+    assert state["config"]["blocks"] == SUB_BLOCKS and state["config"]["ratios"] == SUB_RATIOS
+    assert NSGA2Search.from_state(state).to_state() == s.to_state()
+    old = json.loads(json.dumps(run_search(_small(), toy_objectives).to_state()))
+    del old["config"]["blocks"], old["config"]["ratios"]  # a state written before the subset keys
+    assert NSGA2Search.from_state(old).config == _small()

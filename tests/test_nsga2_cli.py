@@ -51,3 +51,25 @@ def test_search_operator_flags_match_config(tmp_path):
     cfg = NSGA2Config(population_size=8, offspring_size=6, generations=2, tournament_size=3, seed=2, **V1_OPERATORS)
     front, _, _ = load_front(tmp_path / "front.json")
     assert [a.key for a in front] == run_search(cfg, toy_objectives).front_keys()
+
+
+def test_search_subset_flags(tmp_path, capsys):
+    from strategies.nsga2 import NSGA2Config
+    from strategies.runner import run_search
+    from strategies.toy import toy_objectives
+
+    argv = ["search", "--population", "8", "--offspring", "6", "--generations", "2", "--tournament", "3",
+            "--seed", "3", "--blocks", "0,3,6,18", "--ratios", "0.8,1,1.2", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    cfg = NSGA2Config(population_size=8, offspring_size=6, generations=2, tournament_size=3, seed=3,
+                      blocks=[0, 3, 6, 18], ratios=[0.8, 1.0, 1.2])
+    front, _, _ = load_front(tmp_path / "front.json")
+    assert [a.key for a in front] == run_search(cfg, toy_objectives).front_keys()
+    assert all(set(a.blocks) <= {0, 3, 6, 18} and set(a.ratios) <= {0.8, 1.0, 1.2} for a in front)
+    capsys.readouterr()
+    for flag, value, match in [("--blocks", "0,x", "--blocks: expected a comma-separated list of ints"),
+                               ("--blocks", "18,19", "blocks: [18, 19] leaves no candidate for stride-2 layer 0"),
+                               ("--ratios", "0.8,0.9", "ratios: 0.9 in [0.8, 0.9] is not one of")]:
+        assert main(["search", flag, value, "--output", str(tmp_path / "bad")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and match in err and "\n" not in err

@@ -34,8 +34,10 @@ class Manager:
         self.next_id = first_id
         self.rng = random.Random(order_seed)
         self.finished = 0
+        self.handed: list = []  # every parameters dict the tuner handed out, in order
 
     def _cb(self, pid, params):
+        self.handed.append(params)
         self.waiting.append((pid, json.loads(json.dumps(params))))
 
     def request(self, n):
@@ -43,6 +45,7 @@ class Manager:
         self.next_id += n
         params = self.tuner.generate_multiple_parameters(ids, st_callback=self._cb)
         for pid, p in zip(ids, params, strict=False):
+            self.handed.append(p)
             self.waiting.append((pid, json.loads(json.dumps(p))))
 
     def start(self):
@@ -269,3 +272,66 @@ def test_resume_reruns_of_running_trials_are_not_counted_twice(ckpt, monkeypatch
         again.report(pid, params, f"T{pid}")
     assert resumed.search.evaluations == 8 and resumed.search.generation == 1 and not resumed.search.failed
     assert all(resumed.search.provenance[k]["trial_id"].startswith("T") for k in resumed.search.results)
+
+
+SUBSET = {"blocks": [0, 3, 6, 18], "ratios": [0.8, 1, 1.2]}  # 1: NNI sends 1.0 as an int
+
+
+def _in_subset(params) -> bool:
+    arch = Architecture.from_sample(params)
+    return set(arch.blocks) <= {0, 3, 6, 18} and set(arch.ratios) <= {0.8, 1.0, 1.2}
+
+
+def test_subset_class_args_propose_only_subset_architectures(ckpt):
+    args = {**ARGS, **SUBSET}
+    tuner = NSGA2Tuner(**args)
+    m = Manager(tuner, 3, order_seed=2)
+    m.start()
+    m.run()
+    expected = _expected(args)
+    assert tuner.search.finished and tuner.search.results == expected.results
+    assert len(m.handed) == m.finished == expected.evaluations == 8 + 3 * 6
+    assert all(_in_subset(p) for p in m.handed)
+    # A result for an architecture outside the subset is handled as before: ignored, no error.
+    outside = Architecture.from_genes([[12, 0]] * 16).to_sample()
+    tuner.receive_trial_result(999, outside, {"adv_acc": 0.5, "clean_acc": 0.5, "params": 1.0}, customized=True)
+    tuner.receive_trial_result(998, outside, {"adv_acc": 0.5, "clean_acc": 0.5, "params": 1.0})
+    assert tuner.search.results == expected.results
+
+
+def test_subset_class_args_are_checked_on_resume(ckpt):
+    tuner = NSGA2Tuner(**ARGS, **SUBSET)
+    m = Manager(tuner, 2)
+    m.start()
+    m.run(max_steps=5)
+    same = NSGA2Tuner(**ARGS, blocks=[18, 6, 3, 0], ratios=[1.2, 1.0, 0.8])  # same subset, other spelling
+    same.load_checkpoint()
+    assert same.search.evaluations == tuner.search.evaluations
+    for other in ({"blocks": [0, 3, 6]}, {"ratios": None}, {"blocks": None, "ratios": None}):
+        with pytest.raises(ValueError, match="classArgs differ"):
+            NSGA2Tuner(**ARGS, **{**SUBSET, **other}).load_checkpoint()
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"blocks": [18, 20]}, "blocks: .* no candidate for stride-2 layer 0"),
+    ({"blocks": [0, 0]}, "blocks: duplicate"),
+    ({"blocks": "0,3"}, "blocks: expected a list"),
+    ({"ratios": [0.5]}, "ratios: 0.5"),
+    ({"ratios": []}, "ratios: empty list"),
+])
+def test_subset_class_args_errors(args, match):
+    with pytest.raises(ValueError, match=f"NSGA2Tuner classArgs: {match}"):
+        NSGA2ClassArgsValidator().validate_class_args(**args)
+
+
+def test_subset_through_nni_dispatcher(ckpt, monkeypatch):
+    tuner = NSGA2Tuner(**ARGS, **SUBSET)
+    nni_d = Dispatcher(tuner, monkeypatch)
+    nni_d.d.handle_request_trial_jobs(8)
+    trials = nni_d.new_trials()
+    for pid, params in trials:
+        nni_d.report(pid, params, f"T{pid}")
+    nni_d.d.handle_request_trial_jobs(6)
+    trials += nni_d.new_trials()
+    assert len(trials) == 8 + 6 and tuner.search.generation == 1
+    assert all(_in_subset(p) for _, p in trials)
