@@ -27,7 +27,7 @@ import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
-from .blocks import SqueezeExcitation, build_block
+from .blocks import SqueezeExcitation, build_block, init_weights
 from .encoding import (
     NUM_LAYERS,
     RATIOS,
@@ -94,6 +94,7 @@ class TamNasSpace(ModelSpace):
             layers.append(LayerChoice(candidates, label=f"layer_{i}"))
         self.features = nn.Sequential(*layers)
         self.head = Head(layer_channels(NUM_LAYERS - 1, width_multiplier)[1], cfg.num_classes)
+        init_weights(self)
 
     def forward_from_layer_one(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(z))
@@ -115,6 +116,7 @@ class Subnet(nn.Module):
             for i, (b, r) in enumerate(zip(arch.blocks, arch.ratios, strict=True))
         ])
         self.head = Head(layer_channels(NUM_LAYERS - 1, space.width_multiplier)[1], space.num_classes)
+        init_weights(self)
 
     def forward_from_layer_one(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(z))

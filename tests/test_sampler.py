@@ -159,3 +159,24 @@ def test_config_checks():
     cfg = build_config(SamplerConfig, {"phases": [{"epochs": 3, "param_range": ["1.2e6", 2e6]}],
                                        "hold": 1, "hold_unit": "step"})
     assert cfg.phases[0].param_range == (1.2e6, 2e6) and cfg.hold_unit == "step"
+
+
+def test_block_subset_is_respected_and_checked():
+    phases = (PhaseConfig(epochs=2, param_range=(0, 1e9), name="joint", sample_ratios=True,
+                          initial_ratios=(0.8, 1.0, 1.2), widen_every=1000),)
+    s = ArchitectureSampler(SamplerConfig(phases=phases, hold=1, hold_unit="step", blocks=(0, 3, 6, 18)),
+                            CIFAR, seed=0)
+    seen = set()
+    for step in range(300):
+        arch = s.architecture(step // 150, step)
+        seen.update(arch.blocks)
+        assert all(b in (0, 3, 6, 18) and b in allowed_blocks(i) for i, b in enumerate(arch.blocks))
+    assert seen == {0, 3, 6, 18}  # every candidate is drawn, block 18 only where stride 1
+    assert {a for a in [s.probe_architecture()] for a in a.blocks} <= {0, 3, 6, 18}
+    with pytest.raises(ValueError, match=r"blocks: \[18, 19\] leaves no candidate for stride-2 layer 0"):
+        SamplerConfig(phases=phases, blocks=(18, 19))
+    with pytest.raises(ValueError, match="blocks: expected distinct block ids 0-21"):
+        SamplerConfig(phases=phases, blocks=(0, 22))
+    with pytest.raises(SamplerError, match="infeasible"):  # the range is checked over the subset only
+        ArchitectureSampler(SamplerConfig(phases=(PhaseConfig(epochs=1, param_range=(2.2e6, 2.3e6)),),
+                                          blocks=(0,)), CIFAR, seed=0)

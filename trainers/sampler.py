@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from search_space.encoding import (
     DEFAULT_RATIO,
+    NUM_BLOCKS,
     NUM_LAYERS,
     RATIOS,
     Architecture,
@@ -138,6 +139,10 @@ class SamplerConfig:
         Unit of ``PhaseConfig.widen_every``, counted from the start of the phase.
     max_tries : int
         Rejection-sampling tries per draw before giving up with :class:`SamplerError`.
+    blocks : tuple of int, optional
+        Candidate block ids (Table XIV); None: all 22. A layer samples among its allowed blocks
+        (stride-2 rule) that are in this list. For short runs that cannot train every block
+        (the quick preset); the search must then use the same subset (tuner ``blocks``).
     """
 
     phases: tuple[PhaseConfig, ...]
@@ -145,10 +150,19 @@ class SamplerConfig:
     hold_unit: Literal["epoch", "step"] = "epoch"
     widen_unit: Literal["epoch", "step"] = "epoch"
     max_tries: int = field(default=200_000, metadata={"check": check_positive})
+    blocks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.phases:
             raise ValueError("phases: at least one phase is needed")
+        if self.blocks is not None:
+            bad = [b for b in self.blocks if not (isinstance(b, int) and 0 <= b < NUM_BLOCKS)]
+            if bad or not self.blocks or len(set(self.blocks)) != len(self.blocks):
+                raise ValueError(f"blocks: expected distinct block ids 0-{NUM_BLOCKS - 1}, got {list(self.blocks)}")
+            for i in range(NUM_LAYERS):
+                if not self.layer_blocks(i):
+                    raise ValueError(f"blocks: {list(self.blocks)} leaves no candidate for stride-2 layer {i} "
+                                     "(pure robust blocks are not allowed there)")
         start = 0
         for i, phase in enumerate(self.phases):
             end = start + phase.epochs
@@ -157,6 +171,11 @@ class SamplerConfig:
                 raise ValueError(f"phases[{i}].milestones: {bad} outside the phase's epochs ({start}, {end}) "
                                  "(milestones count epochs globally, from the start of training)")
             start = end
+
+    def layer_blocks(self, layer: int) -> tuple[int, ...]:
+        """Candidate blocks of ``layer``: its allowed blocks, restricted to ``blocks`` if set."""
+        allowed = allowed_blocks(layer)
+        return allowed if self.blocks is None else tuple(b for b in allowed if b in self.blocks)
 
     @property
     def total_epochs(self) -> int:
@@ -182,12 +201,14 @@ class SamplerConfig:
         return lr * gamma ** sum(1 for m in phase.milestones if epoch >= m)
 
 
-def feasible_interval(table: ParamTable, ratios: tuple[float, ...]) -> tuple[int, int]:
-    """Exact (min, max) parameter count over all architectures whose ratios are in ``ratios``."""
+def feasible_interval(table: ParamTable, ratios: tuple[float, ...],
+                      blocks: tuple[int, ...] | None = None) -> tuple[int, int]:
+    """Exact (min, max) parameter count over all architectures with ratios in ``ratios`` (and blocks in ``blocks``)."""
     rids = [ratio_index(r) for r in ratios]
     lo = hi = table.fixed
     for i in range(NUM_LAYERS):
-        vals = [table.table[i][b][r] for b in allowed_blocks(i) for r in rids]  # type: ignore[index]
+        candidates = allowed_blocks(i) if blocks is None else [b for b in allowed_blocks(i) if b in blocks]
+        vals = [table.table[i][b][r] for b in candidates for r in rids]  # type: ignore[index]
         lo += min(vals)
         hi += max(vals)
     return lo, hi
@@ -232,7 +253,7 @@ class ArchitectureSampler:
         for i, phase in enumerate(self.config.phases):
             lo, hi = phase.param_range
             for ratios in phase.ratio_schedule():
-                fmin, fmax = feasible_interval(self.table, ratios)
+                fmin, fmax = feasible_interval(self.table, ratios, self.config.blocks)
                 if hi < fmin or lo > fmax:
                     raise SamplerError(
                         f"sampler.phases[{i}] ({phase.name}): param_range [{lo:,.0f}, {hi:,.0f}] is infeasible "
@@ -289,7 +310,7 @@ class ArchitectureSampler:
         lo, hi = phase.param_range
         rids = [ratio_index(r) for r in ratios]
         table = self.table.table
-        choices = [allowed_blocks(i) for i in range(NUM_LAYERS)]
+        choices = [self.config.layer_blocks(i) for i in range(NUM_LAYERS)]
         for tries in range(1, self.config.max_tries + 1):
             blocks = [rng.choice(c) for c in choices]
             rs = [rng.choice(rids) for _ in range(NUM_LAYERS)] if len(rids) > 1 else rids * NUM_LAYERS
@@ -321,7 +342,7 @@ class ArchitectureSampler:
         hits = 0
         for _ in range(samples):
             params = self.table.fixed + sum(
-                self.table.table[i][rng.choice(allowed_blocks(i))][rng.choice(rids)]  # type: ignore[index]
+                self.table.table[i][rng.choice(self.config.layer_blocks(i))][rng.choice(rids)]  # type: ignore[index]
                 for i in range(NUM_LAYERS))
             hits += lo <= params <= hi
         return hits / samples
