@@ -44,9 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="runs/search", help="directory for front.json and history.csv")
 
     f = sub.add_parser("front", help="recompute front.json from an nnictl experiment or its export file")
-    f.add_argument("source", help="experiment id (running; REST) or a file from "
-                                  "`nnictl experiment export ID --type json`")
-    f.add_argument("--port", type=int, default=None, help="REST port (default: looked up by experiment id)")
+    f.add_argument("source", help="experiment id or directory (running or stopped; read from NNI's database), "
+                                  "or a file from `nnictl experiment export ID --type json`")
     f.add_argument("--objectives", nargs="+", default=None, metavar="NAME:max|min")
     f.add_argument("--dataset", default="fashion_mnist")
     f.add_argument("--width-multiplier", type=int, default=1)
@@ -127,7 +126,7 @@ def _front(args: argparse.Namespace) -> None:
 
     objectives = parse_objectives(args.objectives)
     src = Path(args.source)
-    entries = read_export_file(src) if src.exists() else fetch_export(args.source, args.port)
+    entries = read_export_file(src) if src.is_file() else fetch_export(args.source)
     front = front_from_export(entries, objectives)
     space = SpaceConfig.for_dataset(args.dataset, args.width_multiplier)
     save_front(args.output, front, objectives, space, source=str(args.source), evaluations=len(entries))

@@ -55,14 +55,14 @@ def experiment_dir(experiment: str | os.PathLike) -> Path:
     return path
 
 
-def fetch_export(experiment: str | os.PathLike, port: int | None = None) -> list[dict[str, Any]]:
+def fetch_export(experiment: str | os.PathLike) -> list[dict[str, Any]]:
     """Trials with a final result of an experiment (running or stopped), read from NNI's database.
 
     Same entries as ``nnictl experiment export`` plus ``parameterId``, but each result is paired
     with the parameters *of the parameter id the trial reported*. NNI's own export (and its web
     UI) pair a result with the parameters recorded for the trial job, and NNI 3.0's local and
     remote training services hand queued parameters to whichever trial asks first, so trials
-    started together can get each other's (DESIGN §8). ``port`` is unused (kept for callers).
+    started together can get each other's (README, Known limits).
     """
     db = experiment_dir(experiment) / "db" / "nni.sqlite"
     try:

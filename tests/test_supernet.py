@@ -67,6 +67,10 @@ def test_preset_regimes():
     assert names["svhn_2s1_eps8"].width_multiplier == 2
     quick = names["fashion_mnist_quick"]
     assert quick.adversarial.epsilon == pytest.approx(0.1) and quick.validation.epsilon == pytest.approx(0.1)
+    # clean warm-up phase, then the configured TRADES-YOPO; the paper presets never override the method
+    assert quick.phase_adversarial(0).method == "clean" and quick.phase_adversarial(0).epsilon == pytest.approx(0.1)
+    assert quick.phase_adversarial(1) is quick.adversarial and quick.adversarial.method == "trades_yopo"
+    assert all(p.method is None for c in names.values() if c is not quick for p in c.sampler.phases)
 
 
 def _write(tmp_path: Path, text: str, name: str = "c.yml") -> Path:
@@ -82,6 +86,8 @@ def _write(tmp_path: Path, text: str, name: str = "c.yml") -> Path:
     ("base: {q}\noptimizer: {{momentum: 1.5}}\n", "optimizer.momentum", "must be in [0, 1]"),
     ("base: {q}\nadversarial: {{method: fgsm}}\n", "adversarial", "method must be one of"),
     ("base: {q}\nsampler: {{hold_unit: week}}\n", "sampler.hold_unit", "must be one of"),
+    ("base: {q}\nsampler: {{phases: [{{epochs: 2, param_range: [1.3e+6, 1.7e+6], method: fgsm}}]}}\n",
+     "sampler.phases[0]", "method: must be one of"),
     ("base: {q}\nsampler: {{phases: [{{epochs: 2, param_range: [1]}}]}}\n", "sampler.phases[0].param_range",
      "expected 2 values"),
     ("base: {q}\nsampler: {{phases: [{{epochs: 2, param_range: [1.0e+6, 1.1e+6]}}]}}\n", "phases[0]", "infeasible"),

@@ -90,6 +90,9 @@ class PhaseConfig:
     milestones : tuple of int
         Global epochs at which the learning rate is multiplied by ``optimizer.lr_gamma``
         (paper: 200, 400, 450 and 600, 700, 800).
+    method : str, optional
+        Training method of this phase (None: ``adversarial.method``), e.g. ``clean`` for a
+        warm-up phase in short runs; the paper uses TRADES-YOPO throughout.
     """
 
     epochs: int = field(metadata={"check": check_positive})
@@ -101,8 +104,13 @@ class PhaseConfig:
     widen_every: int = field(default=20, metadata={"check": check_positive})
     lr: float | None = field(default=None, metadata={"check": check_positive})
     milestones: tuple[int, ...] = ()
+    method: str | None = None
 
     def __post_init__(self) -> None:
+        from .adversarial import METHODS
+
+        if self.method is not None and self.method not in METHODS:
+            raise ValueError(f"method: must be one of {', '.join(METHODS)} (or null), got {self.method!r}")
         lo, hi = self.param_range
         if not 0 <= lo <= hi:
             raise ValueError(f"param_range: expected 0 <= low <= high, got [{lo:g}, {hi:g}]")
@@ -388,7 +396,7 @@ class ArchitectureSampler:
         lines = []
         for i, phase in enumerate(self.config.phases):
             sched = phase.ratio_schedule()
-            fmin, fmax = feasible_interval(self.table, sched[0])
+            fmin, fmax = feasible_interval(self.table, sched[0], self.config.blocks)
             lines.append(
                 f"phase {i} ({phase.name}): epochs {self.config.phase_start(i)}-"
                 f"{self.config.phase_start(i) + phase.epochs}, params [{phase.param_range[0]:,.0f}, "

@@ -31,6 +31,7 @@ Command line: ``python -m trainers supernet --config configs/supernet/<preset>.y
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -127,6 +128,13 @@ class SupernetConfig:
     @property
     def total_epochs(self) -> int:
         return self.sampler.total_epochs
+
+    def phase_adversarial(self, phase: int) -> AdversarialConfig:
+        """The training method of sampler phase ``phase`` (its ``method`` overrides ``adversarial.method``)."""
+        method = self.sampler.phases[phase].method
+        if method is None or method == self.adversarial.method:
+            return self.adversarial
+        return dataclasses.replace(self.adversarial, method=method)
 
 
 def load_supernet_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
@@ -339,7 +347,7 @@ class SupernetModule(pl.LightningModule):
             self._rank_log({"step": step, "epoch": self.current_epoch, "arch": arch.key,
                             "params": self.sampler.current_params,
                             "phase": self.config.sampler.phases[self.sampler.phase].name})
-        metrics = adversarial_step(self.supernet, x, y, self.optimizers(), self.config.adversarial,
+        metrics = adversarial_step(self.supernet, x, y, self.optimizers(), self.config.phase_adversarial(self.sampler.phase),
                                    backward=self.manual_backward, generator=self.attack_generator,
                                    step=step, batch=batch_idx)
         bs = x.shape[0]
