@@ -1,7 +1,7 @@
 """How good is a trained supernet? Random subnets scored with inherited weights (issue [supernet]).
 
 Draws ``--archs`` random architectures from the distribution the supernet was trained on (its
-last sampling phase: parameter range and final ratio set; seeded), and scores each exactly like
+last sampling phase: blocks, parameter range and the ratio set in use when training ended; seeded), and scores each exactly like
 a search trial (:func:`trainers.search_trial.evaluate_inherited`): inherit weights, recalibrate
 BN on training batches, clean and PGD accuracy on the validation split. Prints a table and the
 best of N; ``--out`` writes the same as JSON (with the checkpoint's wall time and config).
@@ -24,21 +24,25 @@ import torch
 
 from search_space.encoding import atomic_write_text
 from trainers.checkpoint import load_supernet
-from trainers.config import load_config
+from trainers.config import build_config
 from trainers.sampler import ArchitectureSampler
 from trainers.search_trial import evaluate_inherited
+from trainers.supernet import SupernetConfig
 
 logger = logging.getLogger("benchmarks.bench_supernet_quality")
 
 
-def random_subnets(config_file: Path, space, n: int, seed: int):
-    """``n`` architectures from the last phase of the supernet's sampler (final ratio set), seeded."""
-    config = load_config(config_file)
+def random_subnets(meta: dict, space, n: int, seed: int):
+    """``n`` architectures from the sampler's last phase with the ratio set in use at the end of training."""
+    resolved = {k: v for k, v in meta["config"].items() if k in SupernetConfig.__dataclass_fields__}
+    config = build_config(SupernetConfig, resolved, "checkpoint config: ")
     sampler = ArchitectureSampler(config.sampler, space, seed)
+    sampler.load_state_dict(meta["sampler"])
     index = len(config.sampler.phases) - 1
-    phase = config.sampler.phases[index]
+    ratios = sampler.ratio_choices(int(meta["epoch"]), int(meta["global_step"]))
     rng = random.Random(f"bench-{seed}")
-    return [sampler._rejection_sample(phase, phase.ratio_schedule()[-1], index, rng)[0] for _ in range(n)]
+    phase = config.sampler.phases[index]
+    return [sampler._rejection_sample(phase, ratios, index, rng)[0] for _ in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     supernet, space, meta = load_supernet(args.checkpoint)
-    config_file = args.checkpoint.parent.parent / "config.resolved.yml"
-    archs = random_subnets(config_file, space, args.archs, args.seed)
+    archs = random_subnets(meta, space, args.archs, args.seed)
     rows = []
     for i, arch in enumerate(archs):
         m = evaluate_inherited(arch, supernet, space, meta, bn_batches=args.bn_batches,

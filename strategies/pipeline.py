@@ -44,10 +44,12 @@ class Profile:
 
     supernet_overrides: tuple[str, ...] = ()
     search: dict[str, Any] = field(default_factory=dict)  # dotted nnictl-config overrides
-    search_trial_args: str = "--eval-examples 128 --bn-batches 4 --batch-size 128 --steps 5"
+    search_trial_args: str = "--eval-examples 200 --bn-batches 8 --batch-size 100 --steps 10"
     retrain_top: int = 2  # front architectures retrained (the LegoNet comes on top)
     stats_top_k: int = 10  # subnets counted in the block/ratio statistics (paper: top 10)
     retrain_overrides: tuple[str, ...] = ()
+    # The demo fine-tunes from the supernet: two quick epochs from scratch stay near chance.
+    retrain_init: str = "finetune"
     search_timeout: float = 1800
     retrain_timeout: float = 1800
 
@@ -62,6 +64,7 @@ PROFILES: dict[str, Profile] = {
                 "tuner.classArgs.generations": 1, "tuner.classArgs.tournament_size": 2, "maxTrialNumber": 8},
         search_trial_args="--eval-examples 32 --bn-batches 1 --batch-size 32 --steps 2",
         retrain_top=1,
+        retrain_init="scratch",
         retrain_overrides=("epochs=1", "milestones=[1]", "data.train_subset=64", "data.val_subset=32",
                            "evaluation.test_subset=32", "evaluation.epsilons=[0.1]", "evaluation.steps=[2]"),
         search_timeout=900, retrain_timeout=600,
@@ -134,7 +137,10 @@ def run_pipeline(out: str | Path, profile: Profile, *, port: int | None = None,
     summary["legonet"] = str(lego_dir / "legonet.json")
     space = out / "retrain_space.json"
     _run([py, "-m", "trainers.retrain", "space", str(lego_dir / "retrain_front.json"), "--out", str(space)])
-    sets = " ".join(f"--set '{o}'" for o in profile.retrain_overrides)
+    overrides = profile.retrain_overrides
+    if profile.retrain_init == "finetune":
+        overrides = ("init=finetune", f"supernet_checkpoint={checkpoint.resolve()}", *overrides)
+    sets = " ".join(f"--set '{o}'" for o in overrides)
     retrain_trial = f"{py} -m trainers.retrain run --config configs/retrain/fashion_mnist_quick.yml {sets}".strip()
     retrain_cfg = nnictl.resolve_config(
         REPO / "nni_configs" / "retrain.cpu.yml", out / "retrain.yml", working_dir=out / "nni",

@@ -12,6 +12,7 @@ from nni.experiment.config import ExperimentConfig
 
 from search_space.supernet import TamNasSpace, nni_search_space
 from strategies.space import nni_search_space as strategies_search_space
+from tests.conftest import REPO
 
 CONFIGS = Path(__file__).resolve().parent.parent / "nni_configs"
 YAMLS = sorted(CONFIGS.glob("*.yml"))
@@ -73,3 +74,16 @@ def test_search_tuner_class_args_are_valid(name):
     raw = yaml.safe_load((CONFIGS / name).read_text())
     assert raw["tuner"]["className"] == "strategies.tuner.NSGA2Tuner"
     NSGA2ClassArgsValidator().validate_class_args(**raw["tuner"]["classArgs"])
+
+
+def test_demo_search_uses_the_subset_the_quick_supernet_trains():
+    """The CPU search must not propose blocks or ratios that the quick supernet never trained."""
+    from trainers.supernet import load_supernet_config
+
+    supernet = load_supernet_config(REPO / "configs" / "supernet" / "fashion_mnist_quick.yml")
+    args = yaml.safe_load((REPO / "nni_configs" / "search.cpu.yml").read_text())["tuner"]["classArgs"]
+    assert sorted(args["blocks"]) == sorted(supernet.sampler.blocks)
+    joint = supernet.sampler.phases[-1]
+    steps = joint.epochs * -(-supernet.data.train_subset // supernet.data.batch_size)
+    assert supernet.sampler.widen_unit == "step" and joint.widen_every > steps  # never widened
+    assert set(args["ratios"]) == set(joint.ratio_schedule()[0])
