@@ -38,6 +38,7 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
         "sampler.phases": [{"name": "block", "epochs": 2, "param_range": [1.3e6, 1.7e6]},
                            {"name": "joint", "epochs": 2, "sample_ratios": True, "initial_ratios": [1.8, 2.0],
                             "widen_every": 1, "param_range": [1.3e6, 2.1e6], "milestones": [3]}],
+        "sampler.hold": 1,  # SPOS: a new architecture every step (the preset holds 16)
         "trainer.progress_bar": False, "trainer.log_every_n_steps": 1,
     }
     sets.update(extra)
