@@ -221,7 +221,7 @@ def generate(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike, *, e
     todo = [k for k in keys if k not in done]
     sidecar: dict[str, Any] = {
         "format": TABLE_FORMAT, "version": TABLE_VERSION, "table": out.name,
-        "checkpoint": str(checkpoint), "checkpoint_resolved": str(checkpoint.resolve()),
+        "checkpoint": str(checkpoint),
         "checkpoint_epoch": meta.get("epoch"), "checkpoint_global_step": meta.get("global_step"),
         "space": space.to_dict(), "config": config, **settings, "n": n,
         "draw": f"first n distinct uniform draws of strategies.nsga2.random_genome(default_rng([{DRAW_SALT}, "
