@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -125,6 +126,64 @@ def ratio_index(ratio: float) -> int:
         if math.isclose(float(ratio), r, abs_tol=1e-6):
             return i
     raise ArchitectureError(f"ratio {ratio!r} is not one of {list(RATIOS)}")
+
+
+
+# --------------------------------------------------------------------------- candidate subsets
+# A quick supernet trains only some blocks and ratios; the sampler and the search must then
+# use the same subset. Both read it through these functions.
+def _subset(value: Any, field: str, parse: Any, what: str) -> tuple | None:
+    """A non-empty list of distinct encoding values as a sorted tuple; ``None`` (all) stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ArchitectureError(f"{field}: expected a list of {what}, got {value!r}")
+    items = list(value)
+    if not items:
+        raise ArchitectureError(f"{field}: empty list; give at least one of {what} (or null for all)")
+    out = [parse(v, items) for v in items]
+    dup = sorted({v for v in out if out.count(v) > 1})
+    if dup:
+        raise ArchitectureError(f"{field}: duplicate value(s) {dup} in {items!r}")
+    return tuple(sorted(out))
+
+
+def candidate_blocks(layer: int, blocks: Iterable[int] | None = None) -> tuple[int, ...]:
+    """Candidate blocks of ``layer``: its allowed blocks (stride-2 rule), restricted to ``blocks`` if given."""
+    allowed = allowed_blocks(layer)
+    if blocks is None:
+        return allowed
+    subset = set(blocks)
+    return tuple(b for b in allowed if b in subset)
+
+
+def block_subset(value: Any, field: str = "blocks") -> tuple[int, ...] | None:
+    """Validate a block-id subset (Table XIV ids; ``None``: all 22); every layer must keep a candidate."""
+    def parse(b: Any, items: list) -> int:
+        # numpy integers are Integral; bools are ints to Python but never block ids
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 0 <= int(b) < NUM_BLOCKS:
+            raise ArchitectureError(f"{field}: {b!r} in {items!r} is not a block id 0..{NUM_BLOCKS - 1} (Table XIV)")
+        return int(b)
+
+    blocks = _subset(value, field, parse, f"block ids 0..{NUM_BLOCKS - 1}")
+    if blocks is not None:
+        for i in range(NUM_LAYERS):
+            if not candidate_blocks(i, blocks):
+                raise ArchitectureError(f"{field}: {list(blocks)} leaves no candidate for stride-2 layer {i} "
+                                        "(pure robust blocks are not allowed there)")
+    return blocks
+
+
+def ratio_subset(value: Any, field: str = "ratios") -> tuple[float, ...] | None:
+    """Validate a channel-ratio subset (Table XV values; ``None``: all ten); ints are accepted (NNI sends 1.0 as 1)."""
+    def parse(r: Any, items: list) -> float:
+        if not isinstance(r, bool) and isinstance(r, numbers.Real):
+            for x in RATIOS:
+                if math.isclose(float(r), x, abs_tol=1e-6):
+                    return x
+        raise ArchitectureError(f"{field}: {r!r} in {items!r} is not one of {list(RATIOS)} (Table XV)")
+
+    return _subset(value, field, parse, f"ratios from {list(RATIOS)}")
 
 
 # --------------------------------------------------------------------------- data sets

@@ -35,13 +35,15 @@ import numpy as np
 
 from search_space.encoding import (
     DEFAULT_OBJECTIVES,
-    NUM_BLOCKS,
     NUM_LAYERS,
     RATIOS,
     STRIDE2_LAYERS,
     Architecture,
     Objective,
     allowed_blocks,
+    block_subset,
+    candidate_blocks,
+    ratio_subset,
 )
 
 from .hypervolume import DEFAULT_BOUNDS, hypervolume_of
@@ -80,8 +82,8 @@ class GeneSpace:
     def build(cls, blocks: Sequence[int] | None = None, ratios: Sequence[float] | None = None) -> GeneSpace:
         """Gene space of a block-id subset and a ratio subset (``None``: all); ``ValueError`` if a
         value is not in the encoding or a layer is left without a candidate block."""
-        blocks = normalize_blocks(blocks)
-        ratios = normalize_ratios(ratios)
+        blocks = block_subset(blocks)
+        ratios = ratio_subset(ratios)
         if blocks is None and ratios is None:
             return DEFAULT_SPACE
         return _build_space(blocks, ratios)
@@ -93,63 +95,12 @@ class GeneSpace:
 
 @lru_cache(maxsize=32)
 def _build_space(blocks: tuple[int, ...] | None, ratios: tuple[float, ...] | None) -> GeneSpace:
-    per_layer = []
-    for i in range(NUM_LAYERS):
-        cand = _ALLOWED[i] if blocks is None else _ALLOWED[i][np.isin(_ALLOWED[i], blocks)]
-        if cand.size == 0:
-            where = (f"stride-2 layer {i} (pure robust blocks are not allowed there)" if i in STRIDE2_LAYERS
-                     else f"layer {i}")
-            raise ValueError(f"blocks: {list(blocks or ())} leaves no candidate for {where}")
-        per_layer.append(_frozen(cand))
+    per_layer = [_frozen(candidate_blocks(i, blocks)) for i in range(NUM_LAYERS)]
     ratio_ids = range(_NUM_RATIOS) if ratios is None else sorted(RATIOS.index(r) for r in ratios)
     return GeneSpace(tuple(per_layer), _frozen(list(ratio_ids)))
 
 
 DEFAULT_SPACE = GeneSpace(tuple(_frozen(a) for a in _ALLOWED), _frozen(np.arange(_NUM_RATIOS)))
-
-
-def normalize_blocks(value: Any) -> tuple[int, ...] | None:
-    """A block-id subset as a sorted tuple (``None`` stays ``None``); ``ValueError`` names the problem."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise ValueError(f"blocks: expected a list of block ids 0..{NUM_BLOCKS - 1}, got {value!r}")
-    items = list(value)
-    if not items:
-        raise ValueError("blocks: empty list; give at least one block id (or null for all)")
-    out = []
-    for b in items:
-        if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)) or not 0 <= b < NUM_BLOCKS:
-            raise ValueError(f"blocks: {b!r} in {items!r} is not a block id 0..{NUM_BLOCKS - 1} (Table XIV)")
-        out.append(int(b))
-    dup = sorted({b for b in out if out.count(b) > 1})
-    if dup:
-        raise ValueError(f"blocks: duplicate id(s) {dup} in {items!r}")
-    return tuple(sorted(out))
-
-
-def normalize_ratios(value: Any) -> tuple[float, ...] | None:
-    """A ratio subset as a sorted tuple of :data:`RATIOS` values (``None`` stays ``None``);
-    integral floats may arrive as ints (NNI sends 1.0 as 1)."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise ValueError(f"ratios: expected a list of ratios from {list(RATIOS)}, got {value!r}")
-    items = list(value)
-    if not items:
-        raise ValueError("ratios: empty list; give at least one ratio (or null for all)")
-    out = []
-    for r in items:
-        match = None
-        if not isinstance(r, (bool, np.bool_)) and isinstance(r, (int, float, np.integer, np.floating)):
-            match = next((x for x in RATIOS if math.isclose(float(r), x, abs_tol=1e-6)), None)
-        if match is None:
-            raise ValueError(f"ratios: {r!r} in {items!r} is not one of {list(RATIOS)} (Table XV)")
-        out.append(match)
-    dup = sorted({r for r in out if out.count(r) > 1})
-    if dup:
-        raise ValueError(f"ratios: duplicate ratio(s) {dup} in {items!r}")
-    return tuple(sorted(out))
 
 
 # --------------------------------------------------------------------------- sorting
@@ -508,8 +459,8 @@ class NSGA2Config:
             check(len(pr) == 2 and all(isinstance(x, (int, float)) for x in pr) and 0 <= pr[0] <= pr[1],
                   f"param_range: expected [low, high] with 0 <= low <= high, got {self.param_range!r}")
             object.__setattr__(self, "param_range", (float(pr[0]), float(pr[1])))
-        object.__setattr__(self, "blocks", normalize_blocks(self.blocks))
-        object.__setattr__(self, "ratios", normalize_ratios(self.ratios))
+        object.__setattr__(self, "blocks", block_subset(self.blocks))
+        object.__setattr__(self, "ratios", ratio_subset(self.ratios))
         GeneSpace.build(self.blocks, self.ratios)  # a layer left without a candidate block is an error
 
     @property

@@ -142,3 +142,23 @@ def test_key_round_trip_and_errors():
     for bad in ("", "1:2-3", "x:y" + "-0:0" * 15, "-".join(["0:10"] * 16)):
         with pytest.raises(ArchitectureError):
             Architecture.from_key(bad)
+
+
+def test_candidate_subsets_are_validated_once_for_the_sampler_and_the_search():
+    from search_space.encoding import block_subset, candidate_blocks, ratio_subset
+    from strategies.nsga2 import NSGA2Config
+    from trainers.sampler import PhaseConfig, SamplerConfig
+
+    assert candidate_blocks(0, (0, 18, 6)) == (0, 6) and candidate_blocks(1, (0, 18, 6)) == (0, 6, 18)
+    assert candidate_blocks(4) == tuple(range(18)) and len(candidate_blocks(5)) == 22
+    assert block_subset(None) is None and block_subset([6, 0]) == (0, 6)
+    assert ratio_subset([1, 0.8]) == (0.8, 1.0)
+    phases = (PhaseConfig(epochs=1, param_range=(0, 1e9)),)
+    for bad, match in [([18, 19], "leaves no candidate for stride-2 layer 0"), ([0, 0], "duplicate value"),
+                       ([0, 22], "22 in .* is not a block id 0..21")]:
+        msgs = []
+        for make in (lambda b: SamplerConfig(phases=phases, blocks=b), lambda b: NSGA2Config(blocks=b)):
+            with pytest.raises(ValueError, match="blocks: .*" + match) as e:
+                make(bad)
+            msgs.append(str(e.value))
+        assert msgs[0] == msgs[1]

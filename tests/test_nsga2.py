@@ -355,14 +355,14 @@ def test_single_candidate_layers_are_left_unchanged_by_mutation():
 @pytest.mark.parametrize("kw, match", [
     ({"blocks": [18, 19]}, r"blocks: \[18, 19\] leaves no candidate for stride-2 layer 0 \(pure robust"),
     ({"blocks": []}, "blocks: empty list"),
-    ({"blocks": [0, 3, 3]}, r"blocks: duplicate id\(s\) \[3\]"),
+    ({"blocks": [0, 3, 3]}, r"blocks: duplicate value\(s\) \[3\]"),
     ({"blocks": [0, 22]}, "blocks: 22 .* not a block id 0..21"),
     ({"blocks": [0, 1.5]}, "blocks: 1.5"),
     ({"blocks": [True]}, "blocks: True"),
     ({"blocks": "0,3"}, "blocks: expected a list"),
     ({"ratios": [0.8, 0.9]}, r"ratios: 0.9 in \[0.8, 0.9\] is not one of"),
     ({"ratios": []}, "ratios: empty list"),
-    ({"ratios": [1, 1.0]}, r"ratios: duplicate ratio\(s\) \[1.0\]"),
+    ({"ratios": [1, 1.0]}, r"ratios: duplicate value\(s\) \[1.0\]"),
     ({"ratios": ["1.0"]}, "ratios: '1.0'"),
     ({"ratios": 1.0}, "ratios: expected a list"),
 ])

@@ -32,13 +32,14 @@ from typing import Any, Literal
 
 from search_space.encoding import (
     DEFAULT_RATIO,
-    NUM_BLOCKS,
     NUM_LAYERS,
     RATIOS,
     Architecture,
     SpaceConfig,
-    allowed_blocks,
+    block_subset,
+    candidate_blocks,
     ratio_index,
+    ratio_subset,
 )
 from search_space.params import ParamTable, param_table
 
@@ -53,16 +54,6 @@ STATE_VERSION = 1
 
 class SamplerError(ValueError):
     """The sampler cannot produce an architecture (infeasible range, too few acceptances, bad state)."""
-
-
-def _ratio_list(values: tuple[float, ...], what: str) -> tuple[float, ...]:
-    out = []
-    for r in values:
-        try:
-            out.append(RATIOS[ratio_index(r)])
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
-    return tuple(sorted(set(out)))
 
 
 @dataclass(frozen=True)
@@ -114,11 +105,8 @@ class PhaseConfig:
         lo, hi = self.param_range
         if not 0 <= lo <= hi:
             raise ValueError(f"param_range: expected 0 <= low <= high, got [{lo:g}, {hi:g}]")
-        object.__setattr__(self, "ratio", _ratio_list((self.ratio,), "ratio")[0])
-        if self.initial_ratios is not None:
-            if not self.initial_ratios:
-                raise ValueError("initial_ratios: must not be empty (use null for all ratios)")
-            object.__setattr__(self, "initial_ratios", _ratio_list(self.initial_ratios, "initial_ratios"))
+        object.__setattr__(self, "ratio", ratio_subset((self.ratio,), "ratio")[0])
+        object.__setattr__(self, "initial_ratios", ratio_subset(self.initial_ratios, "initial_ratios"))
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ValueError(f"milestones: must be strictly increasing, got {list(self.milestones)}")
 
@@ -163,14 +151,7 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if not self.phases:
             raise ValueError("phases: at least one phase is needed")
-        if self.blocks is not None:
-            bad = [b for b in self.blocks if not (isinstance(b, int) and 0 <= b < NUM_BLOCKS)]
-            if bad or not self.blocks or len(set(self.blocks)) != len(self.blocks):
-                raise ValueError(f"blocks: expected distinct block ids 0-{NUM_BLOCKS - 1}, got {list(self.blocks)}")
-            for i in range(NUM_LAYERS):
-                if not self.layer_blocks(i):
-                    raise ValueError(f"blocks: {list(self.blocks)} leaves no candidate for stride-2 layer {i} "
-                                     "(pure robust blocks are not allowed there)")
+        object.__setattr__(self, "blocks", block_subset(self.blocks))
         start = 0
         for i, phase in enumerate(self.phases):
             end = start + phase.epochs
@@ -182,8 +163,7 @@ class SamplerConfig:
 
     def layer_blocks(self, layer: int) -> tuple[int, ...]:
         """Candidate blocks of ``layer``: its allowed blocks, restricted to ``blocks`` if set."""
-        allowed = allowed_blocks(layer)
-        return allowed if self.blocks is None else tuple(b for b in allowed if b in self.blocks)
+        return candidate_blocks(layer, self.blocks)
 
     @property
     def total_epochs(self) -> int:
@@ -215,8 +195,7 @@ def feasible_interval(table: ParamTable, ratios: tuple[float, ...],
     rids = [ratio_index(r) for r in ratios]
     lo = hi = table.fixed
     for i in range(NUM_LAYERS):
-        candidates = allowed_blocks(i) if blocks is None else [b for b in allowed_blocks(i) if b in blocks]
-        vals = [table.table[i][b][r] for b in candidates for r in rids]  # type: ignore[index]
+        vals = [table.table[i][b][r] for b in candidate_blocks(i, blocks) for r in rids]  # type: ignore[index]
         lo += min(vals)
         hi += max(vals)
     return lo, hi
