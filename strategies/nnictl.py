@@ -10,13 +10,14 @@ import json
 import logging
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,22 @@ def resolve_config(template: str | os.PathLike, out: str | os.PathLike, *,
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
+
+
+def trial_command(command: str, python: str, replace: Mapping[str, str] | None = None,
+                  append: Sequence[str] = ()) -> str:
+    """A config's ``trialCommand`` run by ``python``, with ``--flag value`` pairs replaced (or
+    added when absent) and ``append`` added: the YAML stays the one place its arguments are written."""
+    argv = shlex.split(command)
+    if not argv or argv[0] not in ("python", "python3"):
+        raise ValueError(f"trialCommand: expected 'python -m ...', got {command!r}")
+    argv[0] = python
+    for flag, value in (replace or {}).items():
+        if flag in argv[:-1]:
+            argv[argv.index(flag) + 1] = str(value)
+        else:
+            argv += [flag, str(value)]
+    return shlex.join([*argv, *append])
 
 
 def rest(port: int, path: str, timeout: float = 10) -> Any:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from strategies import nnictl
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ class Profile:
 
     supernet_overrides: tuple[str, ...] = ()
     search: dict[str, Any] = field(default_factory=dict)  # dotted nnictl-config overrides
-    search_trial_args: str = "--eval-examples 200 --bn-batches 8 --batch-size 100 --steps 10"
+    # Flags of search.cpu.yml's trial command replaced for this profile (the YAML holds the demo's).
+    search_trial_args: dict[str, str] = field(default_factory=dict)
     retrain_top: int = 2  # front architectures retrained (the LegoNet comes on top)
     stats_top_k: int = 10  # subnets counted in the block/ratio statistics (paper: top 10)
     retrain_overrides: tuple[str, ...] = ()
@@ -62,7 +65,7 @@ PROFILES: dict[str, Profile] = {
                             "validation.bn_recalibration_batches=1"),
         search={"tuner.classArgs.population_size": 4, "tuner.classArgs.offspring_size": 4,
                 "tuner.classArgs.generations": 1, "tuner.classArgs.tournament_size": 2, "maxTrialNumber": 8},
-        search_trial_args="--eval-examples 32 --bn-batches 1 --batch-size 32 --steps 2",
+        search_trial_args={"--eval-examples": "32", "--bn-batches": "1", "--batch-size": "32", "--steps": "2"},
         retrain_top=1,
         retrain_init="scratch",
         retrain_overrides=("epochs=1", "milestones=[1]", "data.train_subset=64", "data.val_subset=32",
@@ -108,10 +111,11 @@ def run_pipeline(out: str | Path, profile: Profile, *, port: int | None = None,
 
     t = time.time()
     search_port = port or nnictl.free_port()
-    trial = (f"{py} -m trainers.search_trial --checkpoint {checkpoint} {profile.search_trial_args} "
-             "--threads 1 --device cpu")
-    search_cfg = nnictl.resolve_config(REPO / "nni_configs" / "search.cpu.yml", out / "search.yml",
-                                       working_dir=out / "nni", overrides={"trialCommand": trial, **profile.search})
+    template = REPO / "nni_configs" / "search.cpu.yml"
+    trial = nnictl.trial_command(yaml.safe_load(template.read_text())["trialCommand"], py,
+                                 {"--checkpoint": str(checkpoint), **profile.search_trial_args})
+    search_cfg = nnictl.resolve_config(template, out / "search.yml", working_dir=out / "nni",
+                                       overrides={"trialCommand": trial, **profile.search})
     search_id = nnictl.create(search_cfg, search_port)
     summary.update(search_id=search_id, search_port=search_port)
     logger.info("search experiment %s: web UI at http://localhost:%d", search_id, search_port)
@@ -140,11 +144,11 @@ def run_pipeline(out: str | Path, profile: Profile, *, port: int | None = None,
     overrides = profile.retrain_overrides
     if profile.retrain_init == "finetune":
         overrides = ("init=finetune", f"supernet_checkpoint={checkpoint.resolve()}", *overrides)
-    sets = " ".join(f"--set '{o}'" for o in overrides)
-    retrain_trial = f"{py} -m trainers.retrain run --config configs/retrain/fashion_mnist_quick.yml {sets}".strip()
-    retrain_cfg = nnictl.resolve_config(
-        REPO / "nni_configs" / "retrain.cpu.yml", out / "retrain.yml", working_dir=out / "nni",
-        overrides={"searchSpaceFile": str(space), "trialCommand": retrain_trial})
+    template = REPO / "nni_configs" / "retrain.cpu.yml"
+    retrain_trial = nnictl.trial_command(yaml.safe_load(template.read_text())["trialCommand"], py,
+                                         append=[a for o in overrides for a in ("--set", o)])
+    retrain_cfg = nnictl.resolve_config(template, out / "retrain.yml", working_dir=out / "nni",
+                                        overrides={"searchSpaceFile": str(space), "trialCommand": retrain_trial})
     retrain_port = nnictl.free_port()
     retrain_id = nnictl.create(retrain_cfg, retrain_port)
     summary.update(retrain_id=retrain_id)

@@ -87,3 +87,22 @@ def test_demo_search_uses_the_subset_the_quick_supernet_trains():
     steps = joint.epochs * -(-supernet.data.train_subset // supernet.data.batch_size)
     assert supernet.sampler.widen_unit == "step" and joint.widen_every > steps  # never widened
     assert set(args["ratios"]) == set(joint.ratio_schedule()[0])
+
+
+def test_pipeline_trial_commands_come_from_the_configs():
+    import shlex
+
+    from strategies.nnictl import trial_command
+    from strategies.pipeline import PROFILES
+
+    yml = yaml.safe_load((REPO / "nni_configs" / "search.cpu.yml").read_text())["trialCommand"]
+    argv = shlex.split(yml)
+    demo = shlex.split(trial_command(yml, "/env/python", {"--checkpoint": "/r/last.ckpt",
+                                                          **PROFILES["demo"].search_trial_args}))
+    # the demo runs the YAML's trial as written, only with its interpreter and checkpoint
+    assert demo[0] == "/env/python" and demo[1:] == [("/r/last.ckpt" if a.endswith(".ckpt") else a) for a in argv[1:]]
+    tiny = shlex.split(trial_command(yml, "py", PROFILES["tiny"].search_trial_args))
+    assert tiny[tiny.index("--eval-examples") + 1] == "32" and tiny.count("--eval-examples") == 1
+    assert trial_command("python -m x", "py", {"--new": 3}, append=["--set", "a=b c"]) == "py -m x --new 3 --set 'a=b c'"
+    with pytest.raises(ValueError, match="trialCommand: expected 'python -m"):
+        trial_command("bash run.sh", "py")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from search_space.encoding import Architecture, load_architecture, load_front, save_architecture
 from search_space.params import count_params
@@ -72,9 +74,10 @@ def test_evaluation_trial_gives_the_same_numbers_standalone(pipeline, tmp_path):
     inside = json.loads(trial["value"])
     arch_file = tmp_path / "arch.json"
     save_architecture(Architecture.from_sample(trial["parameter"]), arch_file)
-    cmd = [sys.executable, "-m", "trainers", "evaluate", "--arch", str(arch_file),
-           "--checkpoint", f"{pipeline['out']}/supernet/checkpoints/last.ckpt",
-           *PROFILES["tiny"].search_trial_args.split(), "--threads", "1", "--device", "cpu"]
+    # the flags of the trial command NNI ran (search.yml), on the architecture that trial reported
+    trial_argv = shlex.split(yaml.safe_load((Path(pipeline["out"]) / "search.yml").read_text())["trialCommand"])
+    assert trial_argv[1:3] == ["-m", "trainers.search_trial"]
+    cmd = [sys.executable, "-m", "trainers", "evaluate", "--arch", str(arch_file), *trial_argv[3:]]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     standalone = json.loads(proc.stdout.strip().splitlines()[-1])
