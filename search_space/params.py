@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import random
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .encoding import (
@@ -19,8 +20,10 @@ from .encoding import (
     Architecture,
     SpaceConfig,
     allowed_blocks,
+    candidate_blocks,
     layer_channels,
     layer_stride,
+    ratio_index,
 )
 
 # Widths shared with search_space.blocks / supernet, defined here once so this module stays torch-free.
@@ -102,17 +105,24 @@ class ParamTable:
     def count(self, arch: Architecture) -> int:
         return self.fixed + sum(self.table[i][b][r] for i, (b, r) in enumerate(arch.genes))  # type: ignore[index]
 
-    def layer_range(self, layer: int) -> tuple[int, int]:
-        vals = [v for row in self.table[layer] if row is not None for v in row]
-        return min(vals), max(vals)
+    def interval(self, ratios: Iterable[float] | None = None, blocks: Iterable[int] | None = None) -> tuple[int, int]:
+        """Exact (min, max) parameter count over the architectures whose ratios are in ``ratios``
+        and blocks in ``blocks`` (``None``: all), in O(layers)."""
+        rids = range(len(RATIOS)) if ratios is None else [ratio_index(r) for r in ratios]
+        lo = hi = self.fixed
+        for i in range(NUM_LAYERS):
+            vals = [self.table[i][b][r] for b in candidate_blocks(i, blocks) for r in rids]  # type: ignore[index]
+            lo += min(vals)
+            hi += max(vals)
+        return lo, hi
 
     @property
     def min_params(self) -> int:
-        return self.fixed + sum(self.layer_range(i)[0] for i in range(NUM_LAYERS))
+        return self.interval()[0]
 
     @property
     def max_params(self) -> int:
-        return self.fixed + sum(self.layer_range(i)[1] for i in range(NUM_LAYERS))
+        return self.interval()[1]
 
 
 @functools.lru_cache(maxsize=32)

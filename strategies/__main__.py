@@ -101,11 +101,6 @@ def _search(args: argparse.Namespace) -> None:
 
     space = SpaceConfig.for_dataset(args.dataset, args.width_multiplier)
     evaluate = toy_objectives if args.evaluator == "toy" else load_callable(args.evaluator)
-    params_fn = None
-    if args.param_range:
-        from .tuner import _default_params_fn
-
-        params_fn = _default_params_fn(space)
     config = NSGA2Config(population_size=args.population, offspring_size=args.offspring,
                          generations=args.generations, tournament_size=args.tournament,
                          mutation_prob=args.mutation, crossover_prob=args.crossover,
@@ -115,6 +110,12 @@ def _search(args: argparse.Namespace) -> None:
                          param_range=tuple(args.param_range) if args.param_range else None,
                          blocks=_comma_list(args.blocks, int, "--blocks"),
                          ratios=_comma_list(args.ratios, float, "--ratios"))
+    params_fn = None
+    if config.param_range is not None:
+        from .tuner import check_param_range, table_params_fn
+
+        check_param_range(config, space)
+        params_fn = table_params_fn(space)
     search = run_search(config, evaluate, params_fn=params_fn, output_dir=args.output, space=space)
     last = search.history[-1]
     print(f"{search.evaluations} evaluations, front of {last['front_size']}, hypervolume "

@@ -435,12 +435,12 @@ class NSGA2Config:
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                   f"{name}: expected an integer >= 1, got {v!r}")
-        check(isinstance(self.generations, int) and self.generations >= 0,
+        check(isinstance(self.generations, int) and not isinstance(self.generations, bool) and self.generations >= 0,
               f"generations: expected an integer >= 0, got {self.generations!r}")
         for name in ("crossover_prob", "mutation_prob"):
             v = getattr(self, name)
             check(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name}: expected a number in [0, 1], got {v!r}")
-        check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+        check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0),
               f"seed: expected a non-negative integer or null, got {self.seed!r}")
         objs = tuple(self.objectives)
         check(len(objs) >= 2, f"objectives: need at least two objectives, got {[o.name for o in objs]}")
@@ -588,6 +588,9 @@ class NSGA2Search:
         self.finished = False
         if _start:
             self.proposals = self._initial_population()
+            if not self.proposals:  # nothing to evaluate would leave generation 0 waiting forever
+                raise ValueError("NSGA-II: no architecture of the gene space satisfies the constraints "
+                                 f"(blocks {config.blocks}, ratios {config.ratios}, param_range {config.param_range})")
 
     # ---- ask / tell
     @property
@@ -629,25 +632,32 @@ class NSGA2Search:
         return True
 
     def _advance(self) -> None:
-        g = self.generation
-        children = [k for k in self.proposals if k in self.results]
-        combined = list(self.population) + children  # R_g = P_g ∪ Q_g (gen 0: P_0 alone)
-        if combined:
-            keep = survival_select(self._F(combined), self.config.population_size)
-            self.population = [combined[i] for i in keep]
-        front = self.front_keys()
-        self.history.append({
-            "generation": g, "evaluations": len(self.results) + len(self.failed),
-            "failures": len(self.failed), "front_size": len(front), "hypervolume": self.hypervolume(front)})
-        _logger.info("NSGA-II generation %d done: %d evaluations (%d failed), front %d, hypervolume %.6f",
-                     g, self.history[-1]["evaluations"], len(self.failed), len(front),
-                     self.history[-1]["hypervolume"])
-        if g >= self.config.generations:
-            self.finished = True
-            self.proposals = []
-            return
-        self.generation = g + 1
-        self.proposals = self._offspring()
+        while True:
+            g = self.generation
+            children = [k for k in self.proposals if k in self.results]
+            combined = list(self.population) + children  # R_g = P_g ∪ Q_g (gen 0: P_0 alone)
+            if combined:
+                keep = survival_select(self._F(combined), self.config.population_size)
+                self.population = [combined[i] for i in keep]
+            front = self.front_keys()
+            self.history.append({
+                "generation": g, "evaluations": len(self.results) + len(self.failed),
+                "failures": len(self.failed), "front_size": len(front), "hypervolume": self.hypervolume(front)})
+            _logger.info("NSGA-II generation %d done: %d evaluations (%d failed), front %d, hypervolume %.6f",
+                         g, self.history[-1]["evaluations"], len(self.failed), len(front),
+                         self.history[-1]["hypervolume"])
+            if g >= self.config.generations:
+                self.finished = True
+                self.proposals = []
+                return
+            self.generation = g + 1
+            self.proposals = self._offspring()
+            if self.proposals:
+                return
+            # Every reachable architecture was already proposed (a small subset): no result would
+            # ever end this generation, so it completes empty and the next one tries again.
+            _logger.warning("NSGA-II generation %d: no new architecture to propose; it completes empty",
+                            self.generation)
 
     # ---- proposals
     def _rng(self) -> np.random.Generator:

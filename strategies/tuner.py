@@ -114,7 +114,8 @@ class NSGA2ClassArgsValidator(ClassArgsValidator):
     """Used by ``nnictl create`` when the tuner is registered with ``nsga2_meta.yml``."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
-        parse_class_args(**kwargs)
+        config, space, _ = parse_class_args(**kwargs)
+        _check_param_range(config, space)
 
 
 class NSGA2Tuner(Tuner):
@@ -157,7 +158,8 @@ class NSGA2Tuner(Tuner):
         super().__init__()
         config, self.space, output_dir = parse_class_args(**class_args)
         if config.param_range is not None and params_fn is None:
-            params_fn = _default_params_fn(self.space)
+            _check_param_range(config, self.space)
+            params_fn = table_params_fn(self.space)
         self._seed_given = config.seed is not None
         self.search = NSGA2Search(config, params_fn)
         self.params_fn = params_fn
@@ -364,10 +366,35 @@ def _metric_dict(value: Any) -> Any:
     return value
 
 
-def _default_params_fn(space: SpaceConfig) -> Callable[[Architecture], float]:
-    from search_space.params import count_params  # lazy: only the param_range repair needs it
+def check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:
+    """``ValueError`` if ``config.param_range`` reaches no architecture of the searched space
+    (exact bounds from the parameter table; the repair could never succeed)."""
+    if config.param_range is None:
+        return
+    from search_space.params import param_table  # lazy: only a param_range needs the table
+
+    lo, hi = param_table(space).interval(config.ratios, config.blocks)
+    low, high = config.param_range
+    if high < lo or low > hi:
+        subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
+        raise ValueError(f"param_range: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
+                         f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} parameters")
+
+
+def _check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:
+    try:
+        check_param_range(config, space)
+    except ValueError as e:
+        raise ValueError(f"NSGA2Tuner classArgs: {e}") from None
+
+
+def table_params_fn(space: SpaceConfig) -> Callable[[Architecture], float]:
+    """Architecture -> exact parameter count of ``space`` (the parameter table)."""
+    from search_space.params import param_table
+
+    table = param_table(space)
 
     def params_fn(arch: Architecture) -> float:
-        return float(count_params(arch, space))
+        return float(table.count(arch))
 
     return params_fn

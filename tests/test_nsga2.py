@@ -380,3 +380,9 @@ def test_subset_is_saved_with_the_state():
     old = json.loads(json.dumps(run_search(_small(), toy_objectives).to_state()))
     del old["config"]["blocks"], old["config"]["ratios"]  # a state written before the subset keys
     assert NSGA2Search.from_state(old).config == _small()
+
+
+def test_constraints_nothing_satisfies_are_an_error_not_a_hang():
+    # a params_fn the repair can never satisfy: generation 0 would wait for results forever
+    with pytest.raises(ValueError, match="no architecture of the gene space satisfies"):
+        NSGA2Search(NSGA2Config(population_size=2, param_range=(10, 20), seed=0), lambda a: 1e6)

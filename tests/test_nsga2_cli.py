@@ -69,7 +69,8 @@ def test_search_subset_flags(tmp_path, capsys):
     capsys.readouterr()
     for flag, value, match in [("--blocks", "0,x", "--blocks: expected a comma-separated list of ints"),
                                ("--blocks", "18,19", "blocks: [18, 19] leaves no candidate for stride-2 layer 0"),
-                               ("--ratios", "0.8,0.9", "ratios: 0.9 in [0.8, 0.9] is not one of")]:
-        assert main(["search", flag, value, "--output", str(tmp_path / "bad")]) == 1
+                               ("--ratios", "0.8,0.9", "ratios: 0.9 in [0.8, 0.9] is not one of"),
+                               ("--param-range", "1e5 2e5", "param_range: [100,000, 200,000] reaches no architecture")]:
+        assert main(["search", flag, *value.split(" "), "--output", str(tmp_path / "bad")]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and match in err and "\n" not in err

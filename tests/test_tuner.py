@@ -335,3 +335,31 @@ def test_subset_through_nni_dispatcher(ckpt, monkeypatch):
     trials += nni_d.new_trials()
     assert len(trials) == 8 + 6 and tuner.search.generation == 1
     assert all(_in_subset(p) for _, p in trials)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_an_exhausted_subset_still_completes_every_generation(ckpt, concurrency):
+    """A subset with a single architecture: later generations find nothing new to propose.
+    They must complete empty (a generation waiting for no result would hang the experiment)."""
+    args = {**ARGS, "blocks": [0], "ratios": [1.0]}
+    tuner = NSGA2Tuner(**args)
+    m = Manager(tuner, concurrency)
+    m.start()
+    m.run()
+    expected = _expected(args)
+    assert tuner.search.finished and expected.finished
+    assert m.finished == len(m.handed) == expected.evaluations == 1
+    assert tuner.search.history == expected.history
+    assert [h["generation"] for h in tuner.search.history] == [0, 1, 2, 3]
+    assert len((ckpt.parent / "history.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_param_range_out_of_reach_is_a_class_args_error(ckpt):
+    # the Fashion-MNIST space at width 1 spans about 1.2M-2.2M parameters: [1e5, 2e5] reaches nothing
+    for make in (lambda **a: NSGA2Tuner(**a), lambda **a: NSGA2ClassArgsValidator().validate_class_args(**a)):
+        with pytest.raises(ValueError, match=r"NSGA2Tuner classArgs: param_range: \[100,000, 200,000\] reaches no "
+                                             r"architecture: the fashion_mnist space at width 1 spans 1,"):
+            make(**ARGS, param_range=[1e5, 2e5])
+    NSGA2ClassArgsValidator().validate_class_args(**ARGS, param_range=[1.3e6, 1.5e6])
+    with pytest.raises(ValueError, match="generations: expected an integer >= 0, got True"):
+        NSGA2Tuner(**{**ARGS, "generations": True})

@@ -41,7 +41,7 @@ from search_space.encoding import (
     ratio_index,
     ratio_subset,
 )
-from search_space.params import ParamTable, param_table
+from search_space.params import param_table
 
 from .config import check_positive
 
@@ -189,18 +189,6 @@ class SamplerConfig:
         return lr * gamma ** sum(1 for m in phase.milestones if epoch >= m)
 
 
-def feasible_interval(table: ParamTable, ratios: tuple[float, ...],
-                      blocks: tuple[int, ...] | None = None) -> tuple[int, int]:
-    """Exact (min, max) parameter count over all architectures with ratios in ``ratios`` (and blocks in ``blocks``)."""
-    rids = [ratio_index(r) for r in ratios]
-    lo = hi = table.fixed
-    for i in range(NUM_LAYERS):
-        vals = [table.table[i][b][r] for b in candidate_blocks(i, blocks) for r in rids]  # type: ignore[index]
-        lo += min(vals)
-        hi += max(vals)
-    return lo, hi
-
-
 class ArchitectureSampler:
     """Seeded, phase-aware, parameter-constrained architecture sampler (Algorithm 1).
 
@@ -240,7 +228,7 @@ class ArchitectureSampler:
         for i, phase in enumerate(self.config.phases):
             lo, hi = phase.param_range
             for ratios in phase.ratio_schedule():
-                fmin, fmax = feasible_interval(self.table, ratios, self.config.blocks)
+                fmin, fmax = self.table.interval(ratios, self.config.blocks)
                 if hi < fmin or lo > fmax:
                     raise SamplerError(
                         f"sampler.phases[{i}] ({phase.name}): param_range [{lo:,.0f}, {hi:,.0f}] is infeasible "
@@ -375,7 +363,7 @@ class ArchitectureSampler:
         lines = []
         for i, phase in enumerate(self.config.phases):
             sched = phase.ratio_schedule()
-            fmin, fmax = feasible_interval(self.table, sched[0], self.config.blocks)
+            fmin, fmax = self.table.interval(sched[0], self.config.blocks)
             lines.append(
                 f"phase {i} ({phase.name}): epochs {self.config.phase_start(i)}-"
                 f"{self.config.phase_start(i) + phase.epochs}, params [{phase.param_range[0]:,.0f}, "
@@ -389,6 +377,6 @@ def describe_ranges(space: SpaceConfig) -> dict[str, Any]:
     """Reachable parameter intervals per ratio set (for choosing feasible ``param_range`` values)."""
     table = param_table(space)
     out: dict[str, Any] = {"space": space.to_dict(), "all": [table.min_params, table.max_params]}
-    out["blocks_only"] = {str(r): list(feasible_interval(table, (r,))) for r in RATIOS}
-    out["joint_top"] = {f"{k}": list(feasible_interval(table, RATIOS[-k:])) for k in range(1, len(RATIOS) + 1)}
+    out["blocks_only"] = {str(r): list(table.interval((r,))) for r in RATIOS}
+    out["joint_top"] = {f"{k}": list(table.interval(RATIOS[-k:])) for k in range(1, len(RATIOS) + 1)}
     return out
