@@ -145,3 +145,36 @@ def test_nnictl_stop_and_resume_mid_generation(tmp_path):
         _check_front(exp_dir)
     finally:
         _nnictl("stop", exp_id)
+
+
+def test_registered_tuner_runs_by_its_short_name(tmp_path):
+    """``nnictl algo register --meta strategies/nsga2_meta.yml`` then ``tuner: {name: TamNasNSGA2}``:
+    nnictl checks classArgs with the validator, and NNI's dispatcher imports the installed tuner."""
+    env = {**_env(), "NNI_CONFIG_DIR": str(tmp_path / "nni_config")}  # keep the venv's registry untouched
+
+    def nnictl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(BIN / "nnictl"), *args], capture_output=True, text=True, timeout=120, env=env,
+                           cwd=tmp_path)  # outside the repository: the tuner must be importable from anywhere
+        assert not check or r.returncode == 0, f"nnictl {args}: {r.stdout}\n{r.stderr}"
+        return r
+
+    nnictl("algo", "register", "--meta", str(ROOT / "strategies" / "nsga2_meta.yml"))
+    assert "TamNasNSGA2" in nnictl("algo", "list").stdout
+    cfg = _config(tmp_path, BUDGET, concurrency=4)
+    text = cfg.read_text().replace(f"  codeDirectory: {ROOT}\n  className: strategies.tuner.NSGA2Tuner\n",
+                                   "  name: TamNasNSGA2\n")
+    assert "name: TamNasNSGA2" in text and "className" not in text
+    bad = tmp_path / "bad.yml"
+    bad.write_text(text.replace('"population_size": 8', '"population_size": 0'))
+    r = nnictl("create", "--config", str(bad), "--port", str(_free_port()), check=False)
+    assert r.returncode != 0 and "population_size: expected an integer >= 1, got 0" in r.stdout + r.stderr
+    cfg.write_text(text)
+    port = _free_port()
+    out = re.sub(r"\x1b\[[0-9;]*m", "", nnictl("create", "--config", str(cfg), "--port", str(port)).stdout)
+    exp_id = re.search(r"[Ee]xperiment [Ii][Dd] is (\w+)", out).group(1)
+    try:
+        _wait(lambda: _get(port, "check-status")["status"] in ("DONE", "ERROR"), 210, "experiment DONE")
+        assert _get(port, "check-status")["status"] == "DONE"
+        _check_front(tmp_path / "nni" / exp_id)
+    finally:
+        nnictl("stop", exp_id, check=False)
