@@ -9,6 +9,7 @@ import random
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from .encoding import (
     BLOCKS,
@@ -30,9 +31,42 @@ from .params import count_params, random_architecture, space_statistics
 logger = logging.getLogger("search_space")
 
 
-def _space_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion_mnist", choices=sorted(DATASET_SHAPES))
-    p.add_argument("--width", type=int, default=1, choices=WIDTH_MULTIPLIERS, help="width multiplier")
+class UsageError(Exception):
+    """A bad command line; :func:`main` prints it as one ``error: ...`` line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block): ``error: argument -n: invalid int value: 'abc'``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 1")
+    return value
+
+
+DEFAULT_DATASET, DEFAULT_WIDTH = "fashion_mnist", 1
+
+
+def _space_args(p: argparse.ArgumentParser, from_file: bool = False) -> None:
+    """``--dataset``/``--width``; with ``from_file`` they default to the space the file records."""
+    if from_file:
+        p.add_argument("--dataset", choices=sorted(DATASET_SHAPES),
+                       help=f"default: the file's space, else {DEFAULT_DATASET}; must agree with the file's")
+        p.add_argument("--width", type=int, choices=WIDTH_MULTIPLIERS,
+                       help=f"width multiplier (default: the file's space, else {DEFAULT_WIDTH}; "
+                            "must agree with the file's)")
+    else:
+        p.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASET_SHAPES))
+        p.add_argument("--width", type=int, default=DEFAULT_WIDTH, choices=WIDTH_MULTIPLIERS,
+                       help="width multiplier")
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -83,9 +117,23 @@ def cmd_sample(args: argparse.Namespace) -> None:
         _emit(json.dumps(front_to_dict(archs, (), space), indent=2), args.out)
 
 
+def _file_space(args: argparse.Namespace) -> SpaceConfig:
+    """The space of ``args.arch``: the file's own; ``--dataset``/``--width`` if given must agree with it."""
+    file_space = read_space(args.arch)
+    if file_space is None:
+        return SpaceConfig.for_dataset(args.dataset or DEFAULT_DATASET,
+                                       DEFAULT_WIDTH if args.width is None else args.width)
+    for flag, given, field in (("--dataset", args.dataset, "dataset"), ("--width", args.width, "width_multiplier")):
+        recorded = getattr(file_space, field)
+        if given is not None and given != recorded:
+            raise ArchitectureError(f"{args.arch}.space.{field}: {recorded}, but {flag} {given} was given "
+                                    f"(drop {flag} to use the file's space)")
+    return file_space
+
+
 def cmd_params(args: argparse.Namespace) -> None:
     arch = load_architecture(args.arch)  # validates the file's own space, if it records one
-    space = read_space(args.arch) or SpaceConfig.for_dataset(args.dataset, args.width)
+    space = _file_space(args)
     n = count_params(arch, space)
     result = {"params": n, "space": space.to_dict()}
     if args.check:
@@ -121,24 +169,24 @@ def cmd_export_space(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search_space",
+    parser = _Parser(prog="python -m search_space",
                                      description="The TAM-NAS search space (paper Tables I, XIV, XV).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="blocks, ratios, layers and the parameter range of the space")
     _space_args(p)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--samples", type=int, default=20000, help="random architectures for the median")
+    p.add_argument("--samples", type=_at_least_one, default=20000, help="random architectures for the median")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("sample", help="N random valid architectures as JSON (seeded)")
     _space_args(p)
-    p.add_argument("-n", type=int, default=1)
+    p.add_argument("-n", type=_at_least_one, default=1, help="how many (at least 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write here instead of stdout")
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("params", help="parameter count of ARCH.json from the parameter table")
     p.add_argument("arch", help="architecture JSON file")
-    _space_args(p)
+    _space_args(p, from_file=True)
     p.add_argument("--check", action="store_true", help="also build the model and compare")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
@@ -156,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # --help still prints and exits 0
+    except UsageError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args.func(args)

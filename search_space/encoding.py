@@ -222,7 +222,7 @@ class SpaceConfig:
             raise ArchitectureError(f"{where}: unknown field(s) {sorted(unknown)}")
         if "dataset" not in d:
             raise ArchitectureError(f"{where}.dataset: missing")
-        if d["dataset"] not in DATASET_SHAPES:
+        if not isinstance(d["dataset"], str) or d["dataset"] not in DATASET_SHAPES:
             raise ArchitectureError(f"{where}.dataset: unknown data set {d['dataset']!r}; "
                                     f"expected one of {sorted(DATASET_SHAPES)}")
         width = _int_field(d, "width_multiplier", where, default=1)
@@ -273,20 +273,8 @@ class Architecture:
         if len(blocks) != NUM_LAYERS or len(ratios) != NUM_LAYERS:
             raise ArchitectureError(f"layers: expected {NUM_LAYERS} layers, got "
                                     f"{len(blocks)} blocks and {len(ratios)} ratios")
-        norm_ratios = []
-        for i, (b, r) in enumerate(zip(blocks, ratios, strict=True)):
-            if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < NUM_BLOCKS:
-                raise ArchitectureError(f"layers[{i}].block: {b!r} is not a block id 0..{NUM_BLOCKS - 1}")
-            if b not in allowed_blocks(i):
-                raise ArchitectureError(
-                    f"layers[{i}].block: {b} ({BLOCKS[b].short}) is a pure robust block, not allowed in "
-                    f"stride-2 layer {i} (stride-2 layers: {list(STRIDE2_LAYERS)})")
-            if isinstance(r, bool) or not isinstance(r, (int, float)):
-                raise ArchitectureError(f"layers[{i}].ratio: {r!r} is not a number")
-            try:
-                norm_ratios.append(RATIOS[ratio_index(r)])
-            except ArchitectureError as e:
-                raise ArchitectureError(f"layers[{i}].ratio: {e}") from None
+        norm_ratios = [_check_layer(i, b, r, f"layers[{i}].block", f"layers[{i}].ratio")
+                       for i, (b, r) in enumerate(zip(blocks, ratios, strict=True))]
         object.__setattr__(self, "blocks", blocks)
         object.__setattr__(self, "ratios", tuple(norm_ratios))
 
@@ -330,20 +318,22 @@ class Architecture:
 
     @classmethod
     def from_sample(cls, sample: Mapping[str, Any], where: str = "sample") -> Architecture:
+        """Parse an NNI sample; errors name the sample's own key (``sample.layer_4: 19 ...``)."""
+        if not isinstance(sample, Mapping):
+            raise ArchitectureError(f"{where}: expected an object {{'layer_i': block, 'ratio_i': ratio}}, "
+                                    f"got {type(sample).__name__}")
         blocks, ratios = [], []
         for i in range(NUM_LAYERS):
             for key in (f"layer_{i}", f"ratio_{i}"):
                 if key not in sample:
                     raise ArchitectureError(f"{where}: missing key {key!r}")
-            blocks.append(_as_block_id(sample[f"layer_{i}"], f"{where}.layer_{i}"))
-            ratios.append(sample[f"ratio_{i}"])
+            b = _as_block_id(sample[f"layer_{i}"], f"{where}.layer_{i}")
+            blocks.append(b)
+            ratios.append(_check_layer(i, b, sample[f"ratio_{i}"], f"{where}.layer_{i}", f"{where}.ratio_{i}"))
         extra = set(sample) - {f"{p}_{i}" for p in ("layer", "ratio") for i in range(NUM_LAYERS)}
         if extra:
-            raise ArchitectureError(f"{where}: unknown key(s) {sorted(extra)}")
-        try:
-            return cls(tuple(blocks), tuple(ratios))
-        except ArchitectureError as e:
-            raise ArchitectureError(f"{where}: {e}") from None
+            raise ArchitectureError(f"{where}: unknown key(s) {sorted(extra, key=str)}")
+        return cls(tuple(blocks), tuple(ratios))
 
     # ---- JSON
     def to_dict(self, space: SpaceConfig | None = None) -> dict[str, Any]:
@@ -366,9 +356,7 @@ class Architecture:
             raise ArchitectureError(f"{where}: expected a JSON object, got {type(d).__name__}")
         if d.get("format") != ARCH_FORMAT:
             raise ArchitectureError(f"{where}.format: expected {ARCH_FORMAT!r}, got {d.get('format')!r}")
-        if d.get("version") != FORMAT_VERSION:
-            raise ArchitectureError(f"{where}.version: unsupported version {d.get('version')!r} "
-                                    f"(this tool reads {FORMAT_VERSION})")
+        _check_version(d, where)
         unknown = set(d) - {"format", "version", "space", "layers", "objectives", "provenance"}
         if unknown:
             raise ArchitectureError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -391,12 +379,26 @@ class Architecture:
             lw = f"{where}.layers[{i}]"
             if not isinstance(layer, Mapping) or "block" not in layer or "ratio" not in layer:
                 raise ArchitectureError(f"{lw}: expected {{'block': id, 'ratio': r}}, got {layer!r}")
-            blocks.append(_as_block_id(layer["block"], f"{lw}.block"))
-            ratios.append(layer["ratio"])
+            unknown = set(layer) - LAYER_FIELDS
+            if unknown:
+                raise ArchitectureError(f"{lw}: unknown field(s) {sorted(unknown, key=str)} "
+                                        f"(a layer holds {sorted(LAYER_FIELDS)})")
+            b = _as_block_id(layer["block"], f"{lw}.block")
+            blocks.append(b)
+            ratios.append(_check_layer(i, b, layer["ratio"], f"{lw}.block", f"{lw}.ratio"))
+            # the name only rides along for readability, but a wrong one means the file was edited
+            # inconsistently: which of the two did the author mean?
+            if "name" in layer and layer["name"] != BLOCKS[b].short:
+                raise ArchitectureError(f"{lw}.name: {layer['name']!r} does not match block {b} "
+                                        f"(expected {BLOCKS[b].short!r})")
         objectives = d.get("objectives", {})
-        if not isinstance(objectives, Mapping) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in objectives.values()):
+        if not isinstance(objectives, Mapping):
             raise ArchitectureError(f"{where}.objectives: expected an object of numbers, got {objectives!r}")
+        for k, v in objectives.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ArchitectureError(f"{where}.objectives.{k}: {v!r} is not a number")
+            if not math.isfinite(v):
+                raise ArchitectureError(f"{where}.objectives.{k}: {v!r} is not a finite number")
         provenance = d.get("provenance", {})
         if not isinstance(provenance, Mapping):
             raise ArchitectureError(f"{where}.provenance: expected an object, got {provenance!r}")
@@ -418,6 +420,32 @@ def _as_block_id(v: Any, where: str) -> int:
     if not isinstance(v, int):
         raise ArchitectureError(f"{where}: {v!r} is not a block id 0..{NUM_BLOCKS - 1}")
     return v
+
+
+LAYER_FIELDS = frozenset({"block", "ratio", "name"})
+
+
+def _check_layer(i: int, b: Any, r: Any, block_where: str, ratio_where: str) -> float:
+    """Validate layer ``i``'s block id (range, stride-2 rule) and ratio; return the Table XV ratio."""
+    if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < NUM_BLOCKS:
+        raise ArchitectureError(f"{block_where}: {b!r} is not a block id 0..{NUM_BLOCKS - 1}")
+    if b not in allowed_blocks(i):
+        raise ArchitectureError(
+            f"{block_where}: {b} ({BLOCKS[b].short}) is a pure robust block, not allowed in "
+            f"stride-2 layer {i} (stride-2 layers: {list(STRIDE2_LAYERS)})")
+    if isinstance(r, bool) or not isinstance(r, (int, float)):
+        raise ArchitectureError(f"{ratio_where}: {r!r} is not a number")
+    try:
+        return RATIOS[ratio_index(r)]
+    except ArchitectureError as e:
+        raise ArchitectureError(f"{ratio_where}: {e}") from None
+
+
+def _check_version(d: Mapping, where: str) -> None:
+    """``version`` must be the integer this tool reads (``true`` is not 1, and neither is ``1.0``)."""
+    v = d.get("version")
+    if isinstance(v, bool) or not isinstance(v, int) or v != FORMAT_VERSION:
+        raise ArchitectureError(f"{where}.version: unsupported version {v!r} (this tool reads {FORMAT_VERSION})")
 
 
 # --------------------------------------------------------------------------- files
@@ -500,28 +528,39 @@ def save_front(path: str | os.PathLike, archs: Sequence[Architecture],
 
 def load_front(path: str | os.PathLike, space: SpaceConfig | None = None
                ) -> tuple[list[Architecture], list[Objective], SpaceConfig | None]:
-    """Read a front file: (architectures, objectives, space); every entry is validated."""
+    """Read a front file: (architectures, objectives, space); every entry is validated.
+
+    Top-level keys other than the documented ones are metadata (``save_front(**meta)`` writes
+    ``source``, ``generation``, ``seed``, ``selection``, ...) and are not interpreted.
+    """
     d = _read_json(path)
     where = str(path)
     if not isinstance(d, Mapping) or d.get("format") != FRONT_FORMAT:
         got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
         raise ArchitectureError(f"{where}.format: expected {FRONT_FORMAT!r}, got {got!r}")
-    if d.get("version") != FORMAT_VERSION:
-        raise ArchitectureError(f"{where}.version: unsupported version {d.get('version')!r}")
+    _check_version(d, where)
     file_space = SpaceConfig.from_dict(d["space"], f"{where}.space") if "space" in d else None
     if space is not None and file_space is not None and file_space != space:
         raise ArchitectureError(f"{where}.space: front belongs to {file_space.to_dict()}, not {space.to_dict()}")
     objs_raw = d.get("objectives")
     if not isinstance(objs_raw, list):
-        raise ArchitectureError(f"{where}.objectives: expected a list of {{name, direction}}")
-    objectives = []
+        raise ArchitectureError(f"{where}.objectives: expected a list of {{name, direction}}, got {objs_raw!r}")
+    objectives: list[Objective] = []
     for i, o in enumerate(objs_raw):
+        ow = f"{where}.objectives[{i}]"
         if not isinstance(o, Mapping) or "name" not in o or "direction" not in o:
-            raise ArchitectureError(f"{where}.objectives[{i}]: expected {{name, direction}}, got {o!r}")
-        try:
-            objectives.append(Objective(str(o["name"]), str(o["direction"])))
-        except ArchitectureError as e:
-            raise ArchitectureError(f"{where}.objectives[{i}]: {e}") from None
+            raise ArchitectureError(f"{ow}: expected {{name, direction}}, got {o!r}")
+        unknown = set(o) - {"name", "direction"}
+        if unknown:
+            raise ArchitectureError(f"{ow}: unknown field(s) {sorted(unknown, key=str)}")
+        name, direction = o["name"], o["direction"]
+        if not isinstance(name, str) or not name:
+            raise ArchitectureError(f"{ow}.name: {name!r} is not a non-empty string")
+        if name in (x.name for x in objectives):
+            raise ArchitectureError(f"{ow}.name: {name!r} is listed twice")
+        if direction not in ("max", "min"):
+            raise ArchitectureError(f"{ow}.direction: {direction!r} is not 'max' or 'min'")
+        objectives.append(Objective(name, direction))
     archs_raw = d.get("architectures")
     if not isinstance(archs_raw, list):
         raise ArchitectureError(f"{where}.architectures: expected a list")

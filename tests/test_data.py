@@ -44,5 +44,10 @@ def test_missing_data_says_how_to_get_it(tmp_path):
         get_splits("fashion_mnist", tmp_path)
     with pytest.raises(DataNotFoundError, match="download"):
         get_splits("cifar10", tmp_path)
+    # SVHN: no download either (download=False is the default); the error names the files to put there
+    with pytest.raises(DataNotFoundError, match=r"svhn not found under .*--download.*train_32x32\.mat and "
+                                                r"test_32x32\.mat under"):
+        get_splits("svhn", tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing was fetched or created
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         get_splits("mnist", tmp_path)

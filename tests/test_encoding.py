@@ -14,6 +14,7 @@ from search_space.encoding import (
     ArchitectureError,
     SpaceConfig,
     allowed_blocks,
+    front_to_dict,
     load_architecture,
     load_front,
     save_architecture,
@@ -83,8 +84,19 @@ def _arch_dict():
     (lambda d: d["space"].update(dataset="imagenet"), "space.dataset: unknown data set 'imagenet'"),
     (lambda d: d["space"].update(width_multiplier=3), "space.width_multiplier: 3"),
     (lambda d: d["space"].update(in_channels=3), "space.in_channels: 3 does not match"),
-    (lambda d: d.update(objectives={"adv_acc": "high"}), "objectives: expected an object of numbers"),
+    (lambda d: d["space"].update(dataset=["cifar10"]), "space.dataset: unknown data set ['cifar10']"),
+    (lambda d: d.update(objectives={"adv_acc": "high"}), "objectives.adv_acc: 'high' is not a number"),
+    (lambda d: d.update(objectives=[0.5]), "objectives: expected an object of numbers"),
+    (lambda d: d.update(objectives={"clean_acc": 0.9, "adv_acc": float("nan")}),
+     "objectives.adv_acc: nan is not a finite number"),
+    (lambda d: d.update(objectives={"params": float("inf")}), "objectives.params: inf is not a finite number"),
+    (lambda d: d.update(objectives={"params": -float("inf")}), "objectives.params: -inf is not a finite number"),
+    (lambda d: d.update(version=True), "version: unsupported version True"),
+    (lambda d: d.update(version=1.0), "version: unsupported version 1.0"),
     (lambda d: d.update(colour="red"), "unknown field(s) ['colour']"),
+    (lambda d: d["layers"][6].update(name="WRONG"), "layers[6].name: 'WRONG' does not match block 1 (expected 'S-k5')"),
+    (lambda d: d["layers"][6].update(name=None), "layers[6].name: None does not match block 1"),
+    (lambda d: d["layers"][8].update(foo=1), "layers[8]: unknown field(s) ['foo']"),
 ])
 def test_invalid_architectures_name_the_field(tmp_path, mutate, field):
     d = _arch_dict()
@@ -112,11 +124,31 @@ def test_file_errors(tmp_path):
         load_architecture(tmp_path / "x.json")
 
 
-def test_sample_errors():
+def test_layer_names_may_be_left_out():
+    d = _arch_dict()
+    for layer in d["layers"]:
+        del layer["name"]
+    assert Architecture.from_dict(d) == Architecture.from_genes([(1, 9)] * NUM_LAYERS)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.pop("ratio_3"), "sample: missing key 'ratio_3'"),
+    (lambda s: s.update(layer_4=19), "sample.layer_4: 19 (NE+SE) is a pure robust block, not allowed in stride-2 layer 4"),
+    (lambda s: s.update(layer_2=22), "sample.layer_2: 22 is not a block id 0..21"),
+    (lambda s: s.update(layer_2=True), "sample.layer_2: True is not a block id"),
+    (lambda s: s.update(ratio_5=0.3), "sample.ratio_5: ratio 0.3 is not one of"),
+    (lambda s: s.update(ratio_5=float("nan")), "sample.ratio_5: ratio nan is not one of"),
+    (lambda s: s.update(ratio_5="1.0"), "sample.ratio_5: '1.0' is not a number"),
+    (lambda s: s.update(layer_16=0), "sample: unknown key(s) ['layer_16']"),
+])
+def test_sample_errors(mutate, message):
     sample = Architecture.from_genes([(0, 0)] * NUM_LAYERS).to_sample()
-    del sample["ratio_3"]
-    with pytest.raises(ArchitectureError, match="missing key 'ratio_3'"):
+    mutate(sample)
+    with pytest.raises(ArchitectureError) as e:
         Architecture.from_sample(sample)
+    assert str(e.value).startswith(message), str(e.value)
+    with pytest.raises(ArchitectureError, match="sample: expected an object"):
+        Architecture.from_sample([0, 1])
 
 
 def test_front_round_trip(tmp_path):
@@ -134,6 +166,47 @@ def test_front_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ArchitectureError, match=r"architectures\[2\]\.layers\[0\]\.block: 21"):
         load_front(tmp_path / "bad.json")
+
+
+def _front_dict():
+    archs = [Architecture.from_genes([(b, 4)] * NUM_LAYERS) for b in (0, 3)]
+    archs = [Architecture(a.blocks, a.ratios, objectives={"adv_acc": 0.4, "clean_acc": 0.7, "params": 1e5})
+             for a in archs]
+    return front_to_dict(archs, space=SpaceConfig(), source="search01", generation=3, seed=0, hypervolume=None)
+
+
+def test_front_metadata_is_accepted(tmp_path):
+    """``save_front(**meta)`` writes extra top-level keys (source, generation, ...): they are not refused."""
+    (tmp_path / "f.json").write_text(json.dumps(_front_dict()))
+    archs, objectives, space = load_front(tmp_path / "f.json")
+    assert len(archs) == 2 and len(objectives) == 3 and space == SpaceConfig()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(version=True), "version: unsupported version True"),
+    (lambda d: d.update(format="tamnas-architecture"), "format: expected 'tamnas-front'"),
+    (lambda d: d["space"].update(dataset="mnist"), "space.dataset: unknown data set 'mnist'"),
+    (lambda d: d.update(objectives={"adv_acc": "max"}), "objectives: expected a list of {name, direction}"),
+    (lambda d: d["objectives"][1].update(direction="up"), "objectives[1].direction: 'up' is not 'max' or 'min'"),
+    (lambda d: d["objectives"][1].update(name=7), "objectives[1].name: 7 is not a non-empty string"),
+    (lambda d: d["objectives"][2].update(name="adv_acc"), "objectives[2].name: 'adv_acc' is listed twice"),
+    (lambda d: d["objectives"][0].update(weight=2), "objectives[0]: unknown field(s) ['weight']"),
+    (lambda d: d.update(architectures={}), "architectures: expected a list"),
+    (lambda d: d["architectures"][1].update(version=True), "architectures[1].version: unsupported version True"),
+    (lambda d: d["architectures"][1]["layers"][2].update(name="WRONG"), "architectures[1].layers[2].name: 'WRONG'"),
+    (lambda d: d["architectures"][1]["layers"][2].update(foo=1), "architectures[1].layers[2]: unknown field(s)"),
+    (lambda d: d["architectures"][0]["objectives"].update(adv_acc=float("nan")),
+     "architectures[0].objectives.adv_acc: nan is not a finite number"),
+    (lambda d: d["architectures"][0]["space"].update(width_multiplier=2), "architectures[0].space: architecture belongs"),
+])
+def test_invalid_fronts_name_the_field(tmp_path, mutate, message):
+    d = _front_dict()
+    mutate(d)
+    path = tmp_path / "front.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ArchitectureError) as e:
+        load_front(path)
+    assert str(e.value).startswith(f"{path}.{message}"), str(e.value)
 
 
 def test_key_round_trip_and_errors():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,6 +48,57 @@ def test_subnet_is_plain_pytorch_and_scripts():
     torch.testing.assert_close(scripted(x), net(x))
 
 
+def test_subnet_exports_to_onnx():
+    """A standalone subnet exports with the TorchScript-based exporter (``dynamo=False``), passes the
+    ONNX checker, and the exported graph computes what the module computes (run by ``onnx.reference``).
+
+    Random BN statistics and affine parameters make the check cover every op (at initialisation the
+    non-local branches add nothing). A random net's non-local attention amplifies float32 rounding
+    (measured: 1e-5 to several percent relative between two correct float32 runs), so the value
+    comparison runs on a float64 export, where both agree to about 1e-12; the float32 model (the one
+    to deploy) is checked and run.
+    """
+    import io
+
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    arch = random_architecture(random.Random(3))  # stride-2 layers, S/SX with NE/NG, pure robust with/without BN
+    net = build_subnet(arch, SpaceConfig.for_dataset("fashion_mnist"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the calibration batch
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+        net.train()(torch.rand(16, 1, 32, 32))
+    net.eval()
+
+    def export(model: torch.nn.Module, dtype: torch.dtype) -> onnx.ModelProto:
+        buf = io.BytesIO()
+        torch.onnx.export(model, (torch.rand(2, 1, 32, 32, dtype=dtype),), buf, dynamo=False,
+                          input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+        proto = onnx.load_from_string(buf.getvalue())
+        onnx.checker.check_model(proto, full_check=True)
+        assert [i.name for i in proto.graph.input] == ["x"] and [o.name for o in proto.graph.output] == ["logits"]
+        return proto
+
+    x = torch.rand(3, 1, 32, 32)  # another batch size than the export's: the batch axis is dynamic
+    (y32,) = ReferenceEvaluator(export(net, torch.float32)).run(None, {"x": x.numpy()})
+    assert y32.shape == (3, 10) and y32.dtype == np.float32 and np.isfinite(y32).all()
+    net = net.double()
+    (y64,) = ReferenceEvaluator(export(net, torch.float64)).run(None, {"x": x.double().numpy()})
+    with torch.no_grad():
+        ref = net(x.double())
+    scale = ref.abs().max().item()
+    assert scale > 1e-2  # not a comparison of two near-zero outputs
+    torch.testing.assert_close(torch.from_numpy(y64), ref, rtol=1e-7, atol=1e-9 * scale)
+
+
 def test_layer_one_interface():
     net = build_subnet(random_architecture(random.Random(4))).eval()
     x = torch.rand(3, 1, 32, 32)
@@ -73,6 +125,7 @@ def test_one_shot_transform_forward_backward():
     from search_space.oneshot import activate, to_one_shot
 
     supernet = to_one_shot(TamNasSpace(dataset="fashion_mnist"))
+    modules = dict(supernet.named_modules())
     rng = random.Random(0)
     x = torch.rand(4, 1, 32, 32)
     for _ in range(4):
@@ -84,3 +137,15 @@ def test_one_shot_transform_forward_backward():
         y.logsumexp(1).mean().backward()
         grads = [p.grad for p in supernet.layer_one.parameters()] + [p.grad for p in supernet.head.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        for i, b in enumerate(arch.blocks):
+            # the sampled op of choice layer i (candidates are named by block id): every parameter gets a
+            # finite gradient, and the op as a whole a nonzero one (a non-local branch starts at zero
+            # output, so its own projections may get exact zeros at initialisation)
+            params = dict(modules[f"features.{i}.{b}"].named_parameters())
+            assert params, (i, b)
+            missing = [n for n, p in params.items() if p.grad is None or not torch.isfinite(p.grad).all()]
+            assert not missing, (i, b, missing)
+            assert sum(p.grad.abs().sum() for p in params.values()) > 0, (i, b)
+            # the candidates not sampled are off the path: no gradient at all
+            other = next(c for c in allowed_blocks(i) if c != b)
+            assert all(p.grad is None for p in modules[f"features.{i}.{other}"].parameters()), (i, other)

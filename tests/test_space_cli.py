@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from search_space.__main__ import main
 from search_space.encoding import Architecture, SpaceConfig, load_architecture, load_front
 from search_space.legonet import (
@@ -78,16 +80,75 @@ def test_bad_stats_file_names_row_and_column(tmp_path, capsys):
     assert "bad.csv:5: column" in err and "'x' is not a count" in err
 
 
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search_space", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
 def test_errors_are_one_line_and_nonzero(tmp_path):
     bad = tmp_path / "bad.json"
     d = Architecture.from_genes([(0, 0)] * 16).to_dict()
     d["layers"][0]["block"] = 19
     bad.write_text(json.dumps(d))
-    r = subprocess.run([sys.executable, "-m", "search_space", "params", str(bad)], capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parent.parent)
+    r = _run_cli("params", str(bad))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "layers[0].block: 19" in r.stderr and "stride-2" in r.stderr
+    # an argparse error too: no usage block, one line, exit 2
+    r = _run_cli("sample", "-n", "abc")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "error: argument -n: invalid int value: 'abc'\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["info", "--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
+    (["sample", "--width", "3"], "argument --width: invalid choice: 3"),
+    (["params", "a.json", "--width", "x"], "argument --width: invalid int value: 'x'"),
+    (["sample", "-n", "abc"], "argument -n: invalid int value: 'abc'"),
+    (["sample", "-n", "0"], "argument -n: 0 is not allowed; expected an integer >= 1"),
+    (["sample", "-n", "-2"], "argument -n: -2 is not allowed; expected an integer >= 1"),
+    (["info", "--samples", "0"], "argument --samples: 0 is not allowed; expected an integer >= 1"),
+    (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
+    ([], "the following arguments are required: command"),
+    (["sample", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_help_still_works(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "--help"])
+    assert e.value.code == 0
+    assert "usage: python -m search_space sample" in capsys.readouterr().out
+
+
+def test_params_flags_must_agree_with_the_files_space(tmp_path, capsys):
+    path = tmp_path / "a.json"
+    assert main(["sample", "--seed", "2", "--dataset", "cifar10", "--width", "2", "--out", str(path)]) == 0
+    n = count_params(load_architecture(path), SpaceConfig.for_dataset("cifar10", 2))
+    capsys.readouterr()
+    # not given, or given and equal: the file's space
+    for flags in ([], ["--dataset", "cifar10"], ["--width", "2"], ["--dataset", "cifar10", "--width", "2"]):
+        assert main(["params", str(path), "--json", *flags]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["params"] == n and out["space"] == SpaceConfig.for_dataset("cifar10", 2).to_dict()
+    assert main(["params", str(path), "--dataset", "fashion_mnist", "--width", "1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {path}.space.dataset: cifar10, but --dataset fashion_mnist was given")
+    assert main(["params", str(path), "--width", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}.space.width_multiplier: 2, but --width 1 was given")
+    # a file without a space: the flags (default fashion_mnist x1) say which space to count in
+    d = json.loads(path.read_text())
+    del d["space"]
+    path.write_text(json.dumps(d))
+    arch = load_architecture(path)
+    assert main(["params", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == str(count_params(arch, SpaceConfig()))
+    assert main(["params", str(path), "--dataset", "svhn", "--width", "4"]) == 0
+    assert capsys.readouterr().out.strip() == str(count_params(arch, SpaceConfig.for_dataset("svhn", 4)))
 
 
 def test_export_space(tmp_path):
