@@ -151,6 +151,8 @@ def random_architecture(rng: random.Random, ratios: tuple[float, ...] = RATIOS) 
 
 def space_statistics(space: SpaceConfig, samples: int = 20000, seed: int = 0) -> dict[str, float]:
     """Exact min/max parameter count and the median over ``samples`` uniform random architectures."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples: expected an integer >= 1, got {samples!r}")
     table = param_table(space)
     rng = random.Random(seed)
     counts = [table.count(random_architecture(rng)) for _ in range(samples)]
