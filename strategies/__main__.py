@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dataset", default="fashion_mnist")
     f.add_argument("--width-multiplier", type=int, default=1)
     f.add_argument("--output", default="front.json")
+    c = sub.add_parser("check", help="check an nnictl search config (classArgs, search space, trial limit) "
+                                     "before `nnictl create`")
+    c.add_argument("config", help="e.g. nni_configs/search.yml")
     sp = sub.add_parser("space", help="write the nnictl search_space.json derived from the encoding")
     sp.add_argument("--output", default="search_space.json")
 
@@ -162,11 +165,18 @@ def _lego(args: argparse.Namespace) -> None:
     print(line)
 
 
+def _check(args: argparse.Namespace) -> None:
+    from .nnictl import check_search_config
+
+    print(check_search_config(args.config))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"search": _search, "front": _front, "space": _space, "report": _report, "lego": _lego}[args.command](args)
+        {"search": _search, "front": _front, "space": _space, "report": _report, "lego": _lego,
+         "check": _check}[args.command](args)
     except (ValueError, ArchitectureError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -116,6 +116,7 @@ def run_pipeline(out: str | Path, profile: Profile, *, port: int | None = None,
                                  {"--checkpoint": str(checkpoint), **profile.search_trial_args})
     search_cfg = nnictl.resolve_config(template, out / "search.yml", working_dir=out / "nni",
                                        overrides={"trialCommand": trial, **profile.search})
+    logger.info("%s", nnictl.check_search_config(search_cfg))
     search_id = nnictl.create(search_cfg, search_port)
     summary.update(search_id=search_id, search_port=search_port)
     logger.info("search experiment %s: web UI at http://localhost:%d", search_id, search_port)

@@ -111,7 +111,8 @@ def parse_class_args(**kwargs: Any) -> tuple[NSGA2Config, SpaceConfig, str | Non
 
 
 class NSGA2ClassArgsValidator(ClassArgsValidator):
-    """Used by ``nnictl create`` when the tuner is registered with ``nsga2_meta.yml``."""
+    """Named in ``nsga2_meta.yml``. NNI 3.0 calls it only for legacy (v1) configs; for v2 configs
+    ``python -m strategies check CONFIG`` runs the same checks before ``nnictl create``."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
         config, space, _ = parse_class_args(**kwargs)
