@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchvision import datasets
 
 from tests.test_attacks import make_synthetic
 from trainers.adversarial import (
@@ -203,8 +205,6 @@ def test_nan_error_without_indices_says_so():
 
 
 def test_runs_inside_lightning_manual_optimization(tmp_path):
-    pl = pytest.importorskip("pytorch_lightning")
-
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -241,7 +241,6 @@ def test_runs_inside_lightning_manual_optimization(tmp_path):
 @pytest.mark.slow
 def test_trades_yopo_beats_clean_training_under_pgd_on_fashion_mnist():
     """Same network, data and epochs: TRADES-YOPO-5-3 is clearly more robust at ε = 0.1."""
-    datasets = pytest.importorskip("torchvision.datasets")
     root = Path(os.environ.get("TAMNAS_DATA", REPO / "data"))
     raw = root / "FashionMNIST" / "raw"
     if not (raw / "train-images-idx3-ubyte").exists():

@@ -11,7 +11,8 @@ trades      TRADES: PGD-k on KL (eval mode), then CE(f(x)) + KL(f(x) ‖ f(x'))/
 trades_yopo TRADES-YOPO-m-n (paper §III-D, DESIGN §5): the YOPO m × n inner
             maximization of the KL (eval mode), then the TRADES loss.
 yopo        YOPO-m-n: m full CE passes in train mode whose parameter gradients
-            are accumulated (averaged), each followed by n layer-one steps on η.
+            are accumulated (averaged), each but the last followed by n layer-one
+            steps on η.
 =========== ====================================================================
 
 Two entry points:
@@ -391,6 +392,9 @@ def _yopo_step(
 ) -> dict[str, float]:
     """YOPO-m-n (Zhang et al. 2019, Alg. 1 with CE): one optimizer step after m passes.
 
+    Passes 1 … m−1 are each followed by n layer-one steps on η; the last pass is not, since
+    nothing would use the η they produce: m full passes and (m − 1)·n layer-one steps per step.
+
     # NOTE: the reference code sums the m pass losses and divides the learning
     # rate by m/2; we average them (loss/m), so one learning rate fits all methods.
     # Layer one's parameters get the gradient of the full passes only (the
@@ -423,7 +427,8 @@ def _yopo_step(
 
     optimizer.zero_grad()
     total = 0.0
-    for _ in range(config.m):
+    for index in range(config.m):
+        last = index == config.m - 1
         captured.clear()
         handle = model.layer_one.register_forward_hook(keep_layer_one_output)
         try:
@@ -437,6 +442,10 @@ def _yopo_step(
         loss = F.cross_entropy(logits, y) / config.m
         total += check_finite(loss, step=step, batch=batch)  # mean CE over the m passes
         backward(loss)  # accumulates parameter gradients and fills z₁.grad
+        if last:
+            # The η that the last pass's n layer-one steps would produce feeds no further pass
+            # and, as layer one gets no gradient from H here (NOTE above), nothing else: skip them.
+            break
         costate = -captured[0].grad.detach()
         with frozen_norm_statistics(model.layer_one):
             eta = layer_one_steps(
