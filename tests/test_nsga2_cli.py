@@ -74,3 +74,48 @@ def test_search_subset_flags(tmp_path, capsys):
         assert main(["search", flag, *value.split(" "), "--output", str(tmp_path / "bad")]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and match in err and "\n" not in err
+
+
+def test_check_catches_bad_search_configs_before_nnictl_create(tmp_path, capsys):
+    """NNI 3.0 runs no classArgs validator for v2 configs (bad classArgs end as an ERROR experiment
+    whose tuner 'did not connect'): `python -m strategies check` names the problem first."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    for name in ("search.yml", "search.cpu.yml", "search.toy.yml"):
+        assert main(["check", str(REPO / "nni_configs" / name)]) == 0
+        assert "ok: NSGA-II" in capsys.readouterr().out
+    shutil.copy(REPO / "nni_configs" / "search_space.json", tmp_path / "search_space.json")
+    good = yaml.safe_load((REPO / "nni_configs" / "search.cpu.yml").read_text())
+    good["trialCodeDirectory"] = good["tuner"]["codeDirectory"] = str(REPO)
+
+    def edited(**changes):
+        cfg = json.loads(json.dumps(good))
+        for dotted, value in changes.items():
+            node, *keys = cfg, *dotted.split("__")
+            for k in keys[:-1]:
+                node = node[k]
+            node[keys[-1]] = value
+        path = tmp_path / "search.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    (tmp_path / "space_bad.json").write_text(json.dumps({"layer_0": {"_type": "choice", "_value": [0]}}))
+    for changes, match in [
+        ({"tuner__classArgs__population_size": 0}, "tuner.classArgs: NSGA2Tuner classArgs: population_size: "
+                                                   "expected an integer >= 1, got 0"),
+        ({"tuner__classArgs__blocks": [18, 19]}, "tuner.classArgs: NSGA2Tuner classArgs: blocks: [18, 19] leaves no "
+                                                 "candidate for stride-2 layer 0"),
+        ({"tuner__classArgs__param_range": [1, 2]}, "param_range: [1, 2] reaches no architecture"),
+        ({"maxTrialNumber": 20}, "maxTrialNumber: 20 is below the search's budget 8 + 2 x 8 = 24"),
+        ({"searchSpaceFile": "space_bad.json"}, "searchSpaceFile"),
+        ({"tuner__className": "nni.algorithms.hpo.tpe_tuner.TpeTuner"}, "tuner: expected className"),
+        ({"trialConcurrency": 0}, "NNI rejects the config"),
+    ]:
+        path = edited(**changes)
+        assert main(["check", str(path)]) == 1, changes
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {path}: ") and match in err and "\n" not in err, (changes, err)
