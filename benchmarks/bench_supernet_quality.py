@@ -33,16 +33,13 @@ logger = logging.getLogger("benchmarks.bench_supernet_quality")
 
 
 def random_subnets(meta: dict, space, n: int, seed: int):
-    """``n`` architectures from the sampler's last phase with the ratio set in use at the end of training."""
+    """``n`` architectures from the distribution the sampler used at the checkpoint (its phase and ratio set)."""
     resolved = {k: v for k, v in meta["config"].items() if k in SupernetConfig.__dataclass_fields__}
     config = build_config(SupernetConfig, resolved, "checkpoint config: ")
     sampler = ArchitectureSampler(config.sampler, space, seed)
     sampler.load_state_dict(meta["sampler"])
-    index = len(config.sampler.phases) - 1
-    ratios = sampler.ratio_choices(int(meta["epoch"]), int(meta["global_step"]))
     rng = random.Random(f"bench-{seed}")
-    phase = config.sampler.phases[index]
-    return [sampler._rejection_sample(phase, ratios, index, rng)[0] for _ in range(n)]
+    return [sampler.sample_at(int(meta["epoch"]), int(meta["global_step"]), rng) for _ in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,3 +180,20 @@ def test_block_subset_is_respected_and_checked():
     with pytest.raises(SamplerError, match="infeasible"):  # the range is checked over the subset only
         ArchitectureSampler(SamplerConfig(phases=(PhaseConfig(epochs=1, param_range=(2.2e6, 2.3e6)),),
                                           blocks=(0,)), CIFAR, seed=0)
+
+
+def test_sample_at_draws_from_the_training_distribution_without_touching_state():
+    import random
+
+    s = ArchitectureSampler(paper_like(hold=1), CIFAR, seed=3)
+    state = s.state_dict()
+    cfg = paper_like(hold=1)
+    for epoch in (0, 520, 900):
+        phase = cfg.phases[cfg.phase_index(epoch)]
+        archs = [s.sample_at(epoch, 0, random.Random(f"x{i}")) for i in range(20)]
+        assert archs[0] == s.sample_at(epoch, 0, random.Random("x0"))  # the rng decides
+        ratios = set(s.ratio_choices(epoch, 0))
+        for a in archs:
+            assert phase.param_range[0] <= count_params(a, CIFAR) <= phase.param_range[1]
+            assert set(a.ratios) <= ratios
+    assert s.state_dict() == state

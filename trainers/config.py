@@ -68,6 +68,13 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- checks
+def in_nni_trial() -> bool:
+    """True inside an NNI trial (``nni.get_experiment_id() != 'STANDALONE'``): report to NNI, read its parameters."""
+    import nni  # lazy: plain runs and the search strategies need no NNI import
+
+    return nni.get_experiment_id() != "STANDALONE"
+
+
 def check_positive(value: float) -> None:
     if not value > 0:
         raise ValueError(f"must be > 0, got {value!r}")

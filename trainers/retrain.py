@@ -50,6 +50,7 @@ from trainers.config import (
     OptimizerConfig,
     check_non_negative,
     check_positive,
+    in_nni_trial,
     load_config,
     one_of,
     save_resolved,
@@ -254,7 +255,7 @@ def gather(paths: list[str | os.PathLike]) -> tuple[str, str, list[dict[str, Any
 def _nni_arch() -> Architecture | None:
     import nni
 
-    if nni.get_experiment_id() == "STANDALONE":
+    if not in_nni_trial():
         return None
     params = nni.get_next_parameter()
     if not isinstance(params, dict) or "arch" not in params:

@@ -298,6 +298,12 @@ class ArchitectureSampler:
             f"param_range [{lo:,.0f}, {hi:,.0f}] in {self.config.max_tries} tries; the range is feasible "
             "but too narrow for rejection sampling -- widen it or raise sampler.max_tries")
 
+    def sample_at(self, epoch: int, step: int, rng: random.Random) -> Architecture:
+        """An architecture from the distribution training uses at ``epoch``/``step`` (its phase,
+        range and ratio set), drawn with ``rng``; the sampler's own state is not touched."""
+        index = self.config.phase_index(epoch)
+        return self._rejection_sample(self.config.phases[index], self.ratio_choices(epoch, step), index, rng)[0]
+
     def probe_architecture(self, seed: int | None = None) -> Architecture:
         """A fixed probe architecture: first phase's settings, its own RNG (``seed``, default the sampler's).
 

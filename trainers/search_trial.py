@@ -27,6 +27,7 @@ import torch
 from search_space.encoding import Architecture, ArchitectureError, load_architecture
 from search_space.oneshot import inherit_subnet
 from search_space.params import count_params
+from trainers.config import in_nni_trial
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +58,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def in_nni_trial() -> bool:
-    import nni
-
-    return nni.get_experiment_id() != "STANDALONE"
 
 
 def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:

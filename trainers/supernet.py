@@ -76,6 +76,7 @@ from .config import (
     build_config,
     check_positive,
     config_to_dict,
+    in_nni_trial,
     load_yaml,
     one_of,
     save_resolved,
@@ -241,13 +242,6 @@ class SupernetDataModule(pl.LightningDataModule):
 
 
 # --------------------------------------------------------------------------- module
-def nni_trial_mode() -> bool:
-    """True inside an NNI trial (``nni.get_experiment_id() != 'STANDALONE'``)."""
-    import nni
-
-    return nni.get_experiment_id() != "STANDALONE"
-
-
 class SupernetModule(pl.LightningModule):
     """Manual-optimization LightningModule that trains the one-shot supernet (Algorithm 1).
 
@@ -271,7 +265,7 @@ class SupernetModule(pl.LightningModule):
         self.sampler = ArchitectureSampler(config.sampler, self.space, config.seed)
         self.active: Architecture | None = None
         self.attack_generator: torch.Generator | None = None
-        self.report_to_nni = nni_trial_mode() if report_to_nni is None else report_to_nni
+        self.report_to_nni = in_nni_trial() if report_to_nni is None else report_to_nni
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.history: list[dict[str, Any]] = []
         self._val_counts: Tensor | None = None
@@ -567,7 +561,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``python -m trainers supernet``."""
-    trial = nni_trial_mode()
+    trial = in_nni_trial()
     params: dict[str, Any] = {}
     if trial:
         import nni
