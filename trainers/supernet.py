@@ -368,10 +368,10 @@ class SupernetModule(pl.LightningModule):
         self._last_val = None
         if self.log_dir is not None:
             ckpt_dir = self.log_dir / "checkpoints"
-            self.trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT)
+            self.trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, weights_only=False)  # full state: exact resume
             every = self.config.keep_checkpoint_every
             if every and (self.current_epoch + 1) % every == 0:
-                self.trainer.save_checkpoint(ckpt_dir / f"epoch{self.current_epoch + 1:04d}.ckpt")
+                self.trainer.save_checkpoint(ckpt_dir / f"epoch{self.current_epoch + 1:04d}.ckpt", weights_only=False)
 
     # ---------------------------------------------------------------- validation (probe)
     def probe_architecture(self) -> Architecture:
