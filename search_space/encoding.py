@@ -128,7 +128,6 @@ def ratio_index(ratio: float) -> int:
     raise ArchitectureError(f"ratio {ratio!r} is not one of {list(RATIOS)}")
 
 
-
 # --------------------------------------------------------------------------- candidate subsets
 # A quick supernet trains only some blocks and ratios; the sampler and the search must then
 # use the same subset. Both read it through these functions.
