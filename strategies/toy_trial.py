@@ -2,7 +2,8 @@
 
 ``python -m strategies.toy_trial`` inside an nnictl experiment. Set ``TAMNAS_TOY_FAIL``
 to a float in [0, 1] to make that fraction of architectures fail (chosen by a hash of the
-architecture, so the same ones fail in every run).
+architecture, so the same ones fail in every run), and ``TAMNAS_TOY_SLEEP`` to seconds to
+wait before reporting (trials that are still running when a test stops the experiment).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 
 import nni
 
@@ -32,6 +34,7 @@ def main() -> int:
     if fails(arch, float(os.environ.get("TAMNAS_TOY_FAIL", "0"))):
         _logger.error("injected failure for %s", arch.key)
         return 1
+    time.sleep(float(os.environ.get("TAMNAS_TOY_SLEEP", "0")))
     metrics = toy_objectives(arch)
     nni.report_final_result({"default": metrics["adv_acc"], **metrics})
     return 0

@@ -34,12 +34,13 @@ How the NNI 3.0 protocol is used (measured, DESIGN §8):
   waits for it (up to ``RESULT_GRACE_S``).
 - State is saved atomically after every result under ``get_checkpoint_path()`` and restored
   by :meth:`load_checkpoint`; finished trials replayed by ``import_data`` on resume are
-  matched by architecture, so nothing is counted twice. Proposals handed out but not
-  finished when the experiment stopped are handed out again. NNI also re-runs the trials
-  that were running at stop time, but it drops their ``trial_end`` and their trial id (their
-  result reaches ``import_data`` as a bare ``{parameter, value}``), so the tuner could neither
-  see them fail nor record where a result came from: such results (no trial id, for a
-  proposal handed out again) are not counted, the proposal's own trial counts.
+  matched by architecture, so nothing is counted twice. NNI runs the trials that were WAITING
+  or RUNNING at the stop again, under their old ids: their results reach ``import_data`` as a
+  bare ``{parameter, value}`` and their ``trial_end`` is dropped. The tuner reads these trials
+  from NNI's database (``<experiment dir>/db/nni.sqlite``), counts their results under the
+  interrupted trial's id, reads a failure of one from the database when NNI next asks for a
+  trial, and hands out again only the pending proposals no trial is running: a resumed search
+  needs no trial beyond ``maxTrialNumber``.
 - A failed trial (``trial_end(success=False)``, or success without a final result) is
   counted, never proposed again, and not replaced: the generation completes with the
   survivors.
@@ -180,7 +181,9 @@ class NSGA2Tuner(Tuner):
         self._credits: deque[int] = deque()  # parameter ids waiting for the next generation
         self._running: dict[int, str] = {}  # parameter id -> architecture key (this process only)
         self._send: Callable[[int, dict[str, Any]], None] | None = None
-        self._requeued: set[str] = set()  # pending at resume: handed out again (NNI may also re-run them)
+        # Resumed experiments: pending architectures whose trial NNI runs again (key -> trial job id).
+        self._recovered: dict[str, str] = {}
+        self._db = Path(ckpt).parent / "db" / "nni.sqlite" if ckpt else None
         # NNI's dispatcher runs trial_end on another thread than results and requests.
         self._lock = threading.Condition(threading.RLock())
         _logger.info("NSGA2Tuner: %s, space %s, seed %d", config.to_dict(), self.space.to_dict(), self.search.seed)
@@ -198,6 +201,7 @@ class NSGA2Tuner(Tuner):
         with self._lock:
             if kwargs.get("st_callback") is not None:
                 self._send = kwargs["st_callback"]
+            self._check_recovered()  # NNI asks when a trial ended, a re-run one included
             out = []
             for pid in parameter_id_list:
                 if self._queue and not self._credits:
@@ -211,6 +215,7 @@ class NSGA2Tuner(Tuner):
         with self._lock:
             if kwargs.get("st_callback") is not None:
                 self._send = kwargs["st_callback"]
+            self._check_recovered()
             if self._queue and not self._credits:
                 return self._assign(parameter_id)
             self._credits.append(parameter_id)
@@ -287,12 +292,8 @@ class NSGA2Tuner(Tuner):
                     _logger.debug("NSGA2Tuner: imported %s already known or not pending; skipped", key)
                     continue
                 trial_id = entry.get("trial_job_id") or entry.get("trialJobId")
-                if trial_id is None and key in self._requeued:
-                    # NNI's re-run of a trial killed by the stop; the proposal was handed out again and
-                    # that trial's result (with its trial id) counts, so nothing is counted twice.
-                    _logger.info("NSGA2Tuner: result of NNI's resumed re-run of %s not counted; it is being "
-                                 "evaluated again by a tracked trial", key)
-                    continue
+                if trial_id is None and key in self._recovered:
+                    trial_id = self._recovered.pop(key)  # NNI's re-run of a trial the stop interrupted
                 prov = {"trial_id": trial_id}
                 self._finish(key, objectives, {k: v for k, v in prov.items() if v is not None})
 
@@ -313,13 +314,49 @@ class NSGA2Tuner(Tuner):
             raise ValueError(f"NSGA2Tuner: classArgs differ from the saved state {self.state_path}: "
                              f"saved {saved}, now {now}")
         self.search = NSGA2Search.from_state(state, self.params_fn)
-        # Proposals handed out but unfinished are lost by NNI on resume, or re-run without trial_end
-        # and trial id (import_data skips those results): hand them all out again.
-        self._queue = deque(self.search.pending())
-        self._requeued = set(self._queue)
+        # NNI runs the trials that were WAITING or RUNNING at the stop again; their results come
+        # through import_data, their ends never reach the tuner. Those proposals are not handed
+        # out again (that would cost trials beyond maxTrialNumber); the other pending ones are.
+        pending = self.search.pending()
+        self._recovered = {k: t for k, t in self._interrupted_trials().items() if k in pending}
+        self._queue = deque(k for k in pending if k not in self._recovered)
         self._running.clear()
-        _logger.info("NSGA2Tuner: resumed at generation %d with %d evaluations, %d proposals to hand out",
-                     self.search.generation, self.search.evaluations, len(self._queue))
+        _logger.info("NSGA2Tuner: resumed at generation %d with %d evaluations; %d proposals to hand out, "
+                     "%d run again by NNI", self.search.generation, self.search.evaluations, len(self._queue),
+                     len(self._recovered))
+
+    def _interrupted_trials(self) -> dict[str, str]:
+        """Architecture key -> trial job id of the trials WAITING or RUNNING when the experiment stopped."""
+        if self._db is None or not self._db.exists():
+            return {}
+        from .export import trial_jobs
+
+        out = {}
+        for trial_id, (status, params) in trial_jobs(self._db).items():
+            if status in ("WAITING", "RUNNING") and params is not None:
+                try:
+                    out[Architecture.from_sample(params).key] = trial_id
+                except ArchitectureError:
+                    continue
+        return out
+
+    def _check_recovered(self) -> None:
+        """A re-run trial that fails sends the tuner nothing: read its end from NNI's database."""
+        if not self._recovered or self._db is None:
+            return
+        from .export import trial_jobs
+
+        try:
+            jobs = trial_jobs(self._db)
+        except ValueError as e:
+            _logger.warning("NSGA2Tuner: %s", e)
+            return
+        for key, trial_id in list(self._recovered.items()):
+            status = jobs.get(trial_id, (None, None))[0]
+            if status in ("FAILED", "SYS_CANCELED", "USER_CANCELED", "EARLY_STOPPED"):
+                _logger.warning("NSGA2Tuner: resumed trial %s (%s) ended %s; counted as failed", trial_id, key, status)
+                del self._recovered[key]
+                self._finish(key, None)
 
     def save_checkpoint(self) -> None:
         if self.state_path is not None:

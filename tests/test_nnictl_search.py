@@ -45,12 +45,12 @@ def _nnictl(*args: str, timeout: float = 120) -> str:
     return r.stdout
 
 
-def _config(tmp_path: Path, max_trials: int, concurrency: int) -> Path:
+def _config(tmp_path: Path, max_trials: int, concurrency: int, trial_env: str = "") -> Path:
     (tmp_path / "search_space.json").write_text(json.dumps(nni_search_space()))
     cfg = f"""
 experimentName: tamnas-nsga2-test
 searchSpaceFile: {tmp_path / 'search_space.json'}
-trialCommand: {sys.executable} -m strategies.toy_trial
+trialCommand: {trial_env}{sys.executable} -m strategies.toy_trial
 trialCodeDirectory: {ROOT}
 trialConcurrency: {concurrency}
 maxTrialNumber: {max_trials}
@@ -129,16 +129,20 @@ def test_nnictl_search_toy(tmp_path):
 def test_nnictl_stop_and_resume_mid_generation(tmp_path):
     port = _free_port()
     # maxTrialNumber = the budget, as the shipped configs set it: the resumed search must still finish.
-    exp_id = _create(_config(tmp_path, BUDGET, concurrency=3), port)
+    # Slow trials, so that some are running at the stop and NNI runs them again after the resume.
+    exp_id = _create(_config(tmp_path, BUDGET, concurrency=3, trial_env="TAMNAS_TOY_SLEEP=3 "), port)
     exp_dir = tmp_path / "nni" / exp_id
     try:
-        _wait(lambda: _state(exp_dir).get("generation") == 1 and
-              len(_state(exp_dir).get("results", {})) >= 11, 150, "mid-generation 1")
+        _wait(lambda: _state(exp_dir).get("generation") == 1 and len(_state(exp_dir).get("results", {})) >= 11
+              and any(j["status"] == "RUNNING" for j in _get(port, "trial-jobs")), 240, "mid-generation 1")
         _nnictl("stop", exp_id)
         before = _state(exp_dir)
         assert before["generation"] == 1 and not before["finished"]
         _nnictl("resume", exp_id, "--port", str(port))
-        _wait(lambda: _state(exp_dir).get("finished", False), 210, "search finished after resume")
+        _wait(lambda: _state(exp_dir).get("finished", False), 240, "search finished after resume")
+        log = (exp_dir / "log" / "dispatcher.log").read_text()
+        rerun = re.search(r"resumed at generation 1 with \d+ evaluations; \d+ proposals to hand out, (\d+) run again", log)
+        assert rerun and int(rerun.group(1)) >= 1, "no trial was running at the stop: the test missed its point"
         _wait(lambda: _get(port, "check-status")["status"] in ("DONE", "ERROR"), 60, "experiment DONE")
         assert _get(port, "check-status")["status"] == "DONE"
         after = _state(exp_dir)

@@ -239,17 +239,39 @@ def test_short_answer_blanks_first_ids_parameters(ckpt, monkeypatch):
     assert tuner.search.provenance[Architecture.from_sample(trials[7][1]).key]["trial_id"] == "T7"
 
 
-def test_resume_reruns_of_running_trials_are_not_counted_twice(ckpt, monkeypatch):
-    """``nnictl resume`` as NNI 3.0 does it: replay of finished trials (with trialJobId), the trials
-    running at stop re-run under their old ids (results reach import_data without a trial id,
-    their trial_end is dropped), new ids from max(resumed id) + 1."""
+def _nni_db(exp_dir: Path, events: list) -> Path:
+    """A minimal NNI database: TrialJobEvent rows (trial job id, event, data) in time order."""
+    import sqlite3
+
+    db = exp_dir / "db" / "nni.sqlite"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE IF NOT EXISTS TrialJobEvent (timestamp integer, trialJobId text, event text, "
+                "data text, logPath text, sequenceId integer, message text, environmentId text)")
+    n = con.execute("SELECT COUNT(*) FROM TrialJobEvent").fetchone()[0]
+    con.executemany("INSERT INTO TrialJobEvent (timestamp, trialJobId, event, data) VALUES (?, ?, ?, ?)",
+                    [(n + i, t, e, d) for i, (t, e, d) in enumerate(events)])
+    con.commit()
+    con.close()
+    return db
+
+
+@pytest.mark.parametrize("rerun_fails", [False, True])
+def test_resume_counts_nni_reruns_and_spends_no_extra_trial(ckpt, monkeypatch, rerun_fails):
+    """``nnictl resume`` as NNI 3.0 does it: replay of finished trials (with trialJobId); the trials
+    WAITING or RUNNING at the stop run again under their old ids, their results reach import_data
+    without a trial id and their trial_end is dropped; new ids from max(resumed id) + 1. The tuner
+    reads which trials NNI runs again from NNI's database and does not hand those out a second time
+    (maxTrialNumber = the budget still suffices); a re-run that fails is read from the database."""
     tuner = NSGA2Tuner(**ARGS)
     first = Dispatcher(tuner, monkeypatch)
     first.d.handle_request_trial_jobs(8)
     trials = first.new_trials()
     for pid, params in trials[:6]:
         first.report(pid, params, f"T{pid}")
-    running = trials[6:]  # killed by the stop
+    running = trials[6:]  # interrupted by the stop
+    _nni_db(ckpt.parent, [(f"T{pid}", "RUNNING", json.dumps({"parameter_id": pid, "parameters": p}))
+                          for pid, p in trials] + [(f"T{pid}", "SUCCEEDED", None) for pid, _ in trials[:6]])
 
     resumed = NSGA2Tuner(**ARGS)
     again = Dispatcher(resumed, monkeypatch)
@@ -261,17 +283,20 @@ def test_resume_reruns_of_running_trials_are_not_counted_twice(ckpt, monkeypatch
         [{"parameter_id": pid, "parameter_source": "resumed", "parameters": p, "parameter_index": 0}
          for pid, p in running])
     again.d.handle_request_trial_jobs(3)
-    handed = again.new_trials()
-    assert [pid for pid, _ in handed] == [8, 9]  # the two lost proposals, handed out again
-    assert sorted(json.dumps(p, sort_keys=True) for _, p in handed) == \
-        sorted(json.dumps(p, sort_keys=True) for _, p in running)
-    for pid, params in running:  # NNI's re-runs finish first: not counted, no trial id
-        again.report(pid, params, f"R{pid}")
-    assert resumed.search.evaluations == 6 and resumed.search.generation == 0
-    for pid, params in handed:
-        again.report(pid, params, f"T{pid}")
-    assert resumed.search.evaluations == 8 and resumed.search.generation == 1 and not resumed.search.failed
-    assert all(resumed.search.provenance[k]["trial_id"].startswith("T") for k in resumed.search.results)
+    assert again.new_trials() == []  # both pending proposals are NNI's re-runs: nothing handed out twice
+    (pid0, p0), (pid1, p1) = running
+    again.report(pid0, p0, "T6")  # NNI's re-run: counted, under the interrupted trial's id
+    if rerun_fails:
+        _nni_db(ckpt.parent, [("T7", "FAILED", None)])  # its end never reaches the tuner ...
+        again.d.handle_request_trial_jobs(1)  # ... but NNI asks for a trial in its place
+    else:
+        again.report(pid1, p1, "T7")
+    assert resumed.search.generation == 1 and resumed.search.evaluations == 8
+    assert len(resumed.search.failed) == int(rerun_fails)
+    assert {resumed.search.provenance[k]["trial_id"] for k in resumed.search.results} == \
+        {f"T{pid}" for pid in range(8 - int(rerun_fails))}
+    children = again.new_trials()  # generation 1 goes to the waiting requests, new ids
+    assert len(children) == 3 + int(rerun_fails) and min(pid for pid, _ in children) == 8
 
 
 SUBSET = {"blocks": [0, 3, 6, 18], "ratios": [0.8, 1, 1.2]}  # 1: NNI sends 1.0 as an int
