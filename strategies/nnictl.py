@@ -120,7 +120,7 @@ def check_search_config(path: str | os.PathLike) -> str:
     from search_space.encoding import ArchitectureError
 
     from .space import check_search_space
-    from .tuner import _check_param_range, parse_class_args
+    from .tuner import parse_class_args
 
     path = Path(path)
     try:
@@ -138,8 +138,7 @@ def check_search_config(path: str | os.PathLike) -> str:
         raise ValueError(f"{path}: tuner: expected className {TUNER_CLASS} (or name {TUNER_NAME}), got "
                          f"{tuner.get('className') or tuner.get('name')!r}")
     try:
-        config, space, _ = parse_class_args(**(tuner.get("classArgs") or {}))
-        _check_param_range(config, space)
+        config, space, _ = parse_class_args(tuner.get("classArgs") or {})
     except ValueError as e:
         raise ValueError(f"{path}: tuner.classArgs: {e}") from None
     space_file = path.parent / raw["searchSpaceFile"] if "searchSpaceFile" in raw else None

@@ -58,7 +58,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from nni.utils import ClassArgsValidator
 
 from search_space.encoding import Architecture, ArchitectureError, SpaceConfig, atomic_write_text
 
+from .export import trial_jobs
 from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch, parse_objectives, state_config
 from .runner import write_outputs
 from .space import check_search_space
@@ -83,8 +84,13 @@ _CONFIG_KEYS = ("population_size", "offspring_size", "generations", "tournament_
 _TUNER_KEYS = ("dataset", "width_multiplier", "output_dir")
 
 
-def parse_class_args(**kwargs: Any) -> tuple[NSGA2Config, SpaceConfig, str | None]:
-    """Validate classArgs; ``ValueError`` with one clear line on anything wrong."""
+def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
+                     ) -> tuple[NSGA2Config, SpaceConfig, str | None]:
+    """Validate classArgs; ``ValueError`` with one clear line on anything wrong.
+
+    ``check_reach``: also refuse a ``param_range`` the parameter table says no architecture
+    reaches (off when the caller brings its own parameter count).
+    """
     unknown = sorted(set(kwargs) - set(_CONFIG_KEYS) - set(_TUNER_KEYS))
     if unknown:
         raise ValueError(f"NSGA2Tuner classArgs: unknown key(s) {unknown}; "
@@ -103,6 +109,8 @@ def parse_class_args(**kwargs: Any) -> tuple[NSGA2Config, SpaceConfig, str | Non
             cfg["param_range"] = tuple(cfg["param_range"])
         config = NSGA2Config(**cfg)
         space = SpaceConfig.for_dataset(kwargs.get("dataset", "fashion_mnist"), kwargs.get("width_multiplier", 1))
+        if check_reach:
+            check_param_range(config, space)
     except (ValueError, TypeError) as e:  # ArchitectureError is a ValueError
         raise ValueError(f"NSGA2Tuner classArgs: {e}") from None
     output_dir = kwargs.get("output_dir")
@@ -116,8 +124,7 @@ class NSGA2ClassArgsValidator(ClassArgsValidator):
     ``python -m strategies check CONFIG`` runs the same checks before ``nnictl create``."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
-        config, space, _ = parse_class_args(**kwargs)
-        _check_param_range(config, space)
+        parse_class_args(kwargs)
 
 
 class NSGA2Tuner(Tuner):
@@ -158,9 +165,8 @@ class NSGA2Tuner(Tuner):
 
     def __init__(self, params_fn: Callable[[Architecture], float] | None = None, **class_args: Any) -> None:
         super().__init__()
-        config, self.space, output_dir = parse_class_args(**class_args)
+        config, self.space, output_dir = parse_class_args(class_args, check_reach=params_fn is None)
         if config.param_range is not None and params_fn is None:
-            _check_param_range(config, self.space)
             params_fn = table_params_fn(self.space)
         self._seed_given = config.seed is not None
         self.search = NSGA2Search(config, params_fn)
@@ -329,8 +335,6 @@ class NSGA2Tuner(Tuner):
         """Architecture key -> trial job id of the trials WAITING or RUNNING when the experiment stopped."""
         if self._db is None or not self._db.exists():
             return {}
-        from .export import trial_jobs
-
         out = {}
         for trial_id, (status, params) in trial_jobs(self._db).items():
             if status in ("WAITING", "RUNNING") and params is not None:
@@ -344,8 +348,6 @@ class NSGA2Tuner(Tuner):
         """A re-run trial that fails sends the tuner nothing: read its end from NNI's database."""
         if not self._recovered or self._db is None:
             return
-        from .export import trial_jobs
-
         try:
             jobs = trial_jobs(self._db)
         except ValueError as e:
@@ -417,13 +419,6 @@ def check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:
         subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
         raise ValueError(f"param_range: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
                          f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} parameters")
-
-
-def _check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:
-    try:
-        check_param_range(config, space)
-    except ValueError as e:
-        raise ValueError(f"NSGA2Tuner classArgs: {e}") from None
 
 
 def table_params_fn(space: SpaceConfig) -> Callable[[Architecture], float]:

@@ -167,7 +167,7 @@ def test_class_args_errors(args, match):
 def test_operator_class_args_reach_the_search():
     from strategies.tuner import parse_class_args
 
-    config, _, _ = parse_class_args(crossover_unit="layer", mutation_unit="gene", duplicate_retries=0)
+    config, _, _ = parse_class_args({"crossover_unit": "layer", "mutation_unit": "gene", "duplicate_retries": 0})
     assert (config.crossover_unit, config.mutation_unit, config.duplicate_retries) == ("layer", "gene", 0)
 
 
