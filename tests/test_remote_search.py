@@ -8,9 +8,10 @@ must be equal. NNI packs the repository root (``.nniignore``), uploads it over S
 the unpacked copy on the "remote" machine, so this also shows that the packed code is enough for a trial.
 
 The SSH sessions get ``HOME`` set to a temporary directory (``SetEnv``): NNI's remote side keeps its
-files under ``~/nni-experiments`` whatever the config says. ``PIP_NO_INDEX=1`` because NNI's remote
-worker runs ``python -m pip install nni --upgrade`` on every machine it starts (nni_node
-training_service/remote_v3/worker.js): offline, that keeps the venv's NNI and never touches the network.
+files under ``~/nni-experiments`` whatever the config says. ``PIP_NO_INDEX=1`` with no pip config
+file, because NNI's remote worker runs ``python -m pip install nni --upgrade`` on every machine it
+starts (nni_node training_service/remote_v3/worker.js): with neither an index nor links pip keeps the
+venv's NNI ("Requirement already satisfied") and never touches the network or the shared venv.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ PermitRootLogin prohibit-password
 StrictModes no
 AllowUsers {self.user}
 Subsystem sftp internal-sftp
-SetEnv HOME={self.home} PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+SetEnv HOME={self.home} PIP_NO_INDEX=1 PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
 """)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
