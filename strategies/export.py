@@ -15,21 +15,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from search_space.encoding import Architecture, ArchitectureError, Objective
+from search_space.architecture import Architecture, Objective
+from search_space.files import read_json, read_space
+from search_space.space import ArchitectureError, SpaceConfig
 
-from .nsga2 import extract_objectives, fast_non_dominated_sort, objective_matrix
+from .objectives import extract_objectives, objective_matrix
+from .operators import fast_non_dominated_sort
 
 _logger = logging.getLogger(__name__)
 
 
 def read_export_file(path: str | os.PathLike) -> list[dict[str, Any]]:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, error=ValueError)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of trials (nnictl experiment export --type json)")
     _logger.warning("%s: NNI's export can pair a trial's result with another trial's parameters when "
@@ -53,6 +50,30 @@ def experiment_dir(experiment: str | os.PathLike) -> Path:
     if not (path / "db" / "nni.sqlite").exists():
         raise ValueError(f"experiment {experiment!r}: no database at {path / 'db' / 'nni.sqlite'}")
     return path
+
+
+def experiment_space(experiment: str | os.PathLike) -> SpaceConfig | None:
+    """The space an experiment searched: its tuner's ``dataset``/``width_multiplier`` classArgs (from
+    NNI's database), else the ``space`` of the ``front.json`` the tuner wrote; ``None`` if neither."""
+    directory = experiment_dir(experiment)
+    db = directory / "db" / "nni.sqlite"
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        row = None  # no profile table (e.g. a hand-made database): fall back on front.json
+    tuner = (json.loads(row[0]) or {}).get("tuner") if row and row[0] else None
+    args = (tuner or {}).get("classArgs") or {}
+    if "dataset" in args and "width_multiplier" in args:
+        try:
+            return SpaceConfig.for_dataset(args["dataset"], args["width_multiplier"])
+        except ArchitectureError as e:
+            raise ArchitectureError(f"{directory}: tuner.classArgs.{e}") from None
+    front = directory / "front.json"
+    return read_space(front) if front.exists() else None
 
 
 def fetch_export(experiment: str | os.PathLike) -> list[dict[str, Any]]:
