@@ -141,9 +141,10 @@ def cmd_export_space(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m search_space", description="The TAM-NAS search space (paper Tables I, XIV, XV).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    given = f"default: {DEFAULT_DATASET}, width {DEFAULT_WIDTH}; recorded in the output"
+    dataset_help = f"data set (default: {DEFAULT_DATASET}; the output records the space)"
+    width_help = f"width multiplier (default: {DEFAULT_WIDTH})"
     p = sub.add_parser("info", help="blocks, ratios, layers and the parameter range of the space")
-    add_space(p, f"data set ({given})", "width multiplier", dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
+    add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
     p.add_argument("--json", action="store_true")
     p.add_argument("--samples", type=_at_least(1), default=20000, help="random architectures for the median")
     p.add_argument("--seed", type=int, default=0)
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="N seeded random architectures. -n 1 writes one architecture file "
                                    "(format tamnas-architecture); -n N > 1 a front file (format tamnas-front) "
                                    "of N architectures, of which `params FILE --index K` counts the K-th.")
-    add_space(p, f"data set ({given})", "width multiplier", dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
+    add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
     p.add_argument("-n", type=_at_least(1), default=1,
                    help="how many (default 1: one architecture file; more: a front file)")
     p.add_argument("--seed", type=int, default=0)

@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("source", help="experiment id or directory (running or stopped; read from NNI's database), "
                                   "or a file from `nnictl experiment export ID --type json`")
     f.add_argument("--objectives", nargs="+", default=None, metavar="NAME:max|min")
-    add_space(f, "the supernet's data set (default: the experiment's tuner classArgs; needed for an export "
-                 "file)", "the supernet's width multiplier (default and need as --dataset)")
+    inferred = "default: the experiment's tuner classArgs; needed for an export file"
+    add_space(f, f"the supernet's data set ({inferred})", f"the supernet's width multiplier ({inferred})")
     add_out(f, "the front file to write (default: front.json)", default="front.json")
     f.set_defaults(func=_front)
     return p

@@ -47,10 +47,15 @@ def _bounds(values: list[str], flag: str) -> dict[str, list[float]]:
     return out
 
 
-def _option(flag: str, help: str, parse: Callable[[Any, str], Any] | None = None, **argparse_kwargs: Any
-            ) -> dict[str, Any]:
-    """Field metadata: the ``strategies search`` flag, its help, and how its string becomes a classArg value."""
-    return {"flag": flag, "help": help, "parse": parse, "argparse": argparse_kwargs}
+def _field(default: Any, flag: str, help: str, parse: Callable[[Any, str], Any] | None = None,
+           **argparse_kwargs: Any) -> Any:
+    """A config field whose metadata holds its ``strategies search`` flag, the flag's help, and how
+    the flag's value becomes a classArg value (``parse``; argparse's ``type`` otherwise).
+    ``default`` may be a factory (a type) for a mutable default."""
+    metadata = {"flag": flag, "help": help, "parse": parse, "argparse": argparse_kwargs}
+    if isinstance(default, type):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -74,44 +79,38 @@ class NSGA2Config:
     sorted; :attr:`gene_space` is the resulting :class:`~strategies.operators.GeneSpace`.
     """
 
-    population_size: int = field(default=50, metadata=_option(
-        "--population", "initial population (paper: 50)", type=int))
-    offspring_size: int = field(default=50, metadata=_option(
-        "--offspring", "children per generation (paper: 50)", type=int))
-    generations: int = field(default=20, metadata=_option(
-        "--generations", "offspring generations after the initial population (paper: 20)", type=int))
-    tournament_size: int = field(default=10, metadata=_option(
-        "--tournament", "entrants per tournament (paper: 10)", type=int))
+    population_size: int = _field(50, "--population", "initial population (paper: 50)", type=int)
+    offspring_size: int = _field(50, "--offspring", "children per generation (paper: 50)", type=int)
+    generations: int = _field(20, "--generations", "offspring generations after the initial population (paper: 20)",
+                              type=int)
+    tournament_size: int = _field(10, "--tournament", "entrants per tournament (paper: 10)", type=int)
     # NOTE: the paper names p_c but not its value; Deb et al. use 0.9
-    crossover_prob: float = field(default=0.9, metadata=_option(
-        "--crossover", "crossover probability p_c", type=float))
-    mutation_prob: float = field(default=0.1, metadata=_option(
-        "--mutation", "mutation probability per --mutation-unit (paper: 0.1)", type=float))
+    crossover_prob: float = _field(0.9, "--crossover", "crossover probability p_c", type=float)
+    mutation_prob: float = _field(0.1, "--mutation", "mutation probability per --mutation-unit (paper: 0.1)",
+                                  type=float)
     # Operator details the paper leaves open; defaults chosen by the 50-seed benchmark
     # (BENCHMARKS.md, "Search quality"); V1_OPERATORS restores the earlier behaviour.
-    crossover_unit: str = field(default="gene", metadata=_option(
-        "--crossover-unit", "inherit block and ratio independently (gene) or together (layer)", choices=UNITS))
-    mutation_unit: str = field(default="layer", metadata=_option(
-        "--mutation-unit", "--mutation is the probability per layer or per block/ratio gene", choices=UNITS))
-    duplicate_retries: int = field(default=10, metadata=_option(
-        "--duplicate-retries", "mutate an already-proposed child again up to this many times", type=int))
-    seed: int | None = field(default=None, metadata=_option(
-        "--seed", "seed of every random choice (none: drawn and logged)", type=int))
-    objectives: tuple[Objective, ...] = field(default=DEFAULT_OBJECTIVES, metadata=_option(
-        "--objectives", "keys of the metric dict to optimise", nargs="+", metavar="NAME:max|min"))
-    param_range: tuple[float, float] | None = field(default=None, metadata=_option(
-        "--param-range", "repair proposals into this parameter range (parameter table of the space)",
-        nargs=2, type=float, metavar=("LOW", "HIGH")))
-    hv_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict, metadata=_option(
-        "--hv-bounds", "normalisation range of an objective for the hypervolume (defaults: "
+    crossover_unit: str = _field("gene", "--crossover-unit", "inherit block and ratio independently (gene) or "
+                                 "together (layer)", choices=UNITS)
+    mutation_unit: str = _field("layer", "--mutation-unit", "--mutation is the probability per layer or per "
+                                "block/ratio gene", choices=UNITS)
+    duplicate_retries: int = _field(10, "--duplicate-retries",
+                                    "mutate an already-proposed child again up to this many times", type=int)
+    seed: int | None = _field(None, "--seed", "seed of every random choice (none: drawn and logged)", type=int)
+    objectives: tuple[Objective, ...] = _field(DEFAULT_OBJECTIVES, "--objectives", "keys of the metric dict to "
+                                               "optimise", nargs="+", metavar="NAME:max|min")
+    param_range: tuple[float, float] | None = _field(
+        None, "--param-range", "repair proposals into this parameter range (parameter table of the space)",
+        nargs=2, type=float, metavar=("LOW", "HIGH"))
+    hv_bounds: Mapping[str, tuple[float, float]] = _field(
+        dict, "--hv-bounds", "normalisation range of an objective for the hypervolume (defaults: "
         + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in DEFAULT_BOUNDS.items()) + ")",
-        _bounds, nargs="+", metavar="NAME:LOW:HIGH"))
-    blocks: tuple[int, ...] | None = field(default=None, metadata=_option(
-        "--blocks", "search only these block ids (Table XIV), e.g. 0,3,6,18 (none: all 22)",
-        _comma_list(int), metavar="ID,ID,..."))
-    ratios: tuple[float, ...] | None = field(default=None, metadata=_option(
-        "--ratios", "search only these channel ratios (Table XV), e.g. 0.8,1.0,1.2 (none: all ten)",
-        _comma_list(float), metavar="R,R,..."))
+        _bounds, nargs="+", metavar="NAME:LOW:HIGH")
+    blocks: tuple[int, ...] | None = _field(None, "--blocks", "search only these block ids (Table XIV), e.g. "
+                                            "0,3,6,18 (none: all 22)", _comma_list(int), metavar="ID,ID,...")
+    ratios: tuple[float, ...] | None = _field(None, "--ratios", "search only these channel ratios (Table XV), "
+                                              "e.g. 0.8,1.0,1.2 (none: all ten)", _comma_list(float),
+                                              metavar="R,R,...")
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:

@@ -113,14 +113,6 @@ def fast_non_dominated_sort(F: np.ndarray) -> list[np.ndarray]:
     return fronts
 
 
-def non_dominated_ranks(F: np.ndarray) -> np.ndarray:
-    """Front number (0 = non-dominated) of every point of ``F``."""
-    ranks = np.full(len(F), -1, dtype=np.int64)
-    for r, front in enumerate(fast_non_dominated_sort(F)):
-        ranks[front] = r
-    return ranks
-
-
 def crowding_distance(F: np.ndarray) -> np.ndarray:
     """Crowding distance of the points of one front (Deb et al. 2002, §III-B).
 
