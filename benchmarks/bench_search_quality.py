@@ -24,7 +24,7 @@ instead of the toy function::
   evaluations the table answered. ``params`` is exact (parameter table of the table's space).
 - Every method searches the table's subset (the sidecar's ``blocks`` / ``ratios``, or those
   found in the table): ours through ``NSGA2Config(blocks=..., ratios=...)``, random search
-  through the same :class:`~strategies.nsga2.GeneSpace`, pymoo and Optuna with one integer or
+  through the same :class:`~strategies.operators.GeneSpace`, pymoo and Optuna with one integer or
   categorical variable per gene over the layer's candidates.
 - Hypervolume as in toy mode: accuracies as errors, params / :data:`PARAMS_SCALE` (2.5e6, the
   paper's tiny-model ceiling and the search's default bound), reference point 1.1.
@@ -46,18 +46,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.real_evals import read_table, sidecar_path
-from search_space.encoding import DEFAULT_OBJECTIVES, NUM_LAYERS, RATIOS, Architecture, SpaceConfig
+from search_space.architecture import DEFAULT_OBJECTIVES, Architecture
 from search_space.params import count_params
+from search_space.space import NUM_LAYERS, RATIOS, SpaceConfig
+from strategies.config import NSGA2Config
 from strategies.hypervolume import DEFAULT_BOUNDS, REFERENCE_POINT, hypervolume_of
-from strategies.nsga2 import (
-    V1_OPERATORS,
-    GeneSpace,
-    NSGA2Config,
-    genome_key,
-    key_to_arch,
-    key_to_genome,
-    random_genome,
-)
+from strategies.nsga2 import V1_OPERATORS
+from strategies.operators import GeneSpace, random_genome
 from strategies.runner import run_search
 from strategies.toy import toy_objectives
 
@@ -125,9 +120,9 @@ def random_search(seed: int, budget: int, problem: Problem = TOY) -> list[dict]:
     space = problem.space
     seen: dict[str, dict] = {}
     while len(seen) < budget:
-        k = genome_key(random_genome(rng, space))
+        k = Architecture.key_of(random_genome(rng, space))
         if k not in seen:
-            seen[k] = problem.evaluate(key_to_arch(k))
+            seen[k] = problem.evaluate(Architecture.from_key(k))
     return list(seen.values())
 
 
@@ -314,7 +309,7 @@ def load_table(path: str | Path) -> EvalTable:
     keys = tuple(r["arch"] for r in rows)
     if len(set(keys)) != len(keys):
         raise ValueError(f"{path}: repeated architecture keys")
-    genomes = np.stack([key_to_genome(k) for k in keys])
+    genomes = np.stack([Architecture.from_key(k).genome for k in keys])
     side = sidecar_path(path)
     meta = json.loads(side.read_text()) if side.exists() else {}
     if "blocks" in meta and "ratios" in meta:
@@ -334,7 +329,7 @@ def load_table(path: str | Path) -> EvalTable:
     for k, g in zip(keys, genomes, strict=True):
         if not gene_space.contains(g):
             raise ValueError(f"{path}: {k} is outside the subset blocks {blocks}, ratios {ratios}")
-    exact = np.array([count_params(key_to_arch(k), space_config) for k in keys], dtype=float)
+    exact = np.array([count_params(Architecture.from_key(k), space_config) for k in keys], dtype=float)
     bad = np.flatnonzero(exact != table.values["params"])
     if bad.size:
         raise ValueError(f"{path}: {bad.size} parameter counts differ from the {space_config.dataset} width-"
@@ -353,7 +348,7 @@ def table_problem(table: EvalTable, alpha: float = 0.1, folds: int = 5) -> tuple
 
     def evaluate(arch: Architecture) -> dict:
         key = arch.key
-        g = key_to_genome(key)
+        g = Architecture.from_key(key).genome
         if not space.contains(g):  # a method left the subset: the comparison would be unfair
             raise ValueError(f"{key} is outside the table's subset")
         real = known.get(key)

@@ -17,7 +17,7 @@ does not sample ratios).
 Output
 ------
 ``--out`` (CSV): header ``arch,clean_acc,adv_acc,params,flops``, one row per architecture
-(``arch`` is :attr:`~search_space.encoding.Architecture.key`). Rows are appended one whole line
+(``arch`` is :attr:`~search_space.architecture.Architecture.key`). Rows are appended one whole line
 at a time and flushed, so an interrupted run leaves only complete rows (a torn last line, e.g.
 after a power cut, is dropped on the next start). Rerunning the same command resumes: the
 architectures are the first ``--n`` distinct draws of ``default_rng([DRAW_SALT, seed])`` (a stream
@@ -51,8 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from search_space.encoding import RATIOS, Architecture, atomic_write_text
-from strategies.nsga2 import GeneSpace, genome_key, key_to_arch, random_genome
+from search_space.architecture import Architecture
+from search_space.files import atomic_write_text
+from search_space.space import RATIOS
+from strategies.operators import GeneSpace, random_genome
 
 
 # No torch at import (the search-quality benchmark reads tables with this module): these two
@@ -121,7 +123,7 @@ def draw_keys(space: GeneSpace, n: int, seed: int) -> list[str]:
     rng = np.random.default_rng([DRAW_SALT, seed])
     keys: dict[str, None] = {}
     while len(keys) < n:
-        keys.setdefault(genome_key(random_genome(rng, space)))
+        keys.setdefault(Architecture.key_of(random_genome(rng, space)))
     return list(keys)
 
 
@@ -224,7 +226,7 @@ def generate(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike, *, e
         "checkpoint": str(checkpoint),
         "checkpoint_epoch": meta.get("epoch"), "checkpoint_global_step": meta.get("global_step"),
         "space": space.to_dict(), "config": config, **settings, "n": n,
-        "draw": f"first n distinct uniform draws of strategies.nsga2.random_genome(default_rng([{DRAW_SALT}, "
+        "draw": f"first n distinct uniform draws of strategies.operators.random_genome(default_rng([{DRAW_SALT}, "
                 f"{seed}]), subset)",
         "command": list(command) if command is not None else None,
         "torch": torch.__version__ if torch else None, "threads": torch.get_num_threads() if torch else None,
@@ -239,7 +241,7 @@ def generate(checkpoint: str | os.PathLike, n: int, out: str | os.PathLike, *, e
             if f.tell() == 0:
                 _append(f, ",".join(FIELDS) + "\n")
             for key in todo:
-                arch = key_to_arch(key)
+                arch = Architecture.from_key(key)
                 m = evaluate_inherited(
                     arch, supernet, space, meta, data_root=data_root, eval_examples=eval_examples, epsilon=eps,
                     steps=steps, bn_batches=bn_batches, batch_size=batch_size, seed=seed, device="cpu")

@@ -1,4 +1,5 @@
-"""``python -m search_space``: inspect the TAM-NAS space, sample, count parameters, build LegoNet."""
+"""``python -m search_space``: inspect the TAM-NAS space, sample architectures, count their parameters,
+write the nnictl search space."""
 
 from __future__ import annotations
 
@@ -8,73 +9,56 @@ import logging
 import random
 import sys
 import warnings
-from pathlib import Path
-from typing import NoReturn
+from collections.abc import Mapping
 
-from .encoding import (
-    BLOCKS,
-    DATASET_SHAPES,
-    NUM_LAYERS,
-    RATIOS,
-    STRIDE2_LAYERS,
-    WIDTH_MULTIPLIERS,
-    ArchitectureError,
-    SpaceConfig,
+from .architecture import Architecture
+from .cli import Parser, UsageError, add_out, add_space, run, space_from_flags
+from .files import (
+    FRONT_FORMAT,
     atomic_write_text,
     front_to_dict,
-    layer_channels,
     load_architecture,
+    load_front,
+    read_json,
     read_space,
 )
 from .params import count_params, random_architecture, space_statistics
+from .space import (
+    BLOCKS,
+    NUM_LAYERS,
+    RATIOS,
+    STRIDE2_LAYERS,
+    ArchitectureError,
+    SpaceConfig,
+    layer_channels,
+    nni_search_space,
+)
 
 logger = logging.getLogger("search_space")
-
-
-class UsageError(Exception):
-    """A bad command line; :func:`main` prints it as one ``error: ...`` line and exits 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block): ``error: argument -n: invalid int value: 'abc'``."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 1")
-    return value
-
 
 DEFAULT_DATASET, DEFAULT_WIDTH = "fashion_mnist", 1
 
 
-def _space_args(p: argparse.ArgumentParser, from_file: bool = False) -> None:
-    """``--dataset``/``--width``; with ``from_file`` they default to the space the file records."""
-    if from_file:
-        p.add_argument("--dataset", choices=sorted(DATASET_SHAPES),
-                       help=f"default: the file's space, else {DEFAULT_DATASET}; must agree with the file's")
-        p.add_argument("--width", type=int, choices=WIDTH_MULTIPLIERS,
-                       help=f"width multiplier (default: the file's space, else {DEFAULT_WIDTH}; "
-                            "must agree with the file's)")
-    else:
-        p.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASET_SHAPES))
-        p.add_argument("--width", type=int, default=DEFAULT_WIDTH, choices=WIDTH_MULTIPLIERS,
-                       help="width multiplier")
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= {low}")
+        return value
+
+    return parse
 
 
 def _emit(text: str, out: str | None) -> None:
+    text = text if text.endswith("\n") else text + "\n"
     if out:
-        atomic_write_text(out, text if text.endswith("\n") else text + "\n")
+        atomic_write_text(out, text)
         logger.info("wrote %s", out)
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(text)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -108,32 +92,34 @@ def cmd_sample(args: argparse.Namespace) -> None:
     archs = []
     for _ in range(args.n):
         arch = random_architecture(rng)
-        archs.append(arch.__class__(arch.blocks, arch.ratios,
-                                    objectives={"params": count_params(arch, space)},
-                                    provenance={"sampled_with_seed": args.seed}))
+        archs.append(arch.with_info({"params": count_params(arch, space)}, {"sampled_with_seed": args.seed}))
     if args.n == 1:
         _emit(json.dumps(archs[0].to_dict(space), indent=2), args.out)
     else:
         _emit(json.dumps(front_to_dict(archs, (), space), indent=2), args.out)
 
 
-def _file_space(args: argparse.Namespace) -> SpaceConfig:
-    """The space of ``args.arch``: the file's own; ``--dataset``/``--width`` if given must agree with it."""
-    file_space = read_space(args.arch)
-    if file_space is None:
-        return SpaceConfig.for_dataset(args.dataset or DEFAULT_DATASET,
-                                       DEFAULT_WIDTH if args.width is None else args.width)
-    for flag, given, field in (("--dataset", args.dataset, "dataset"), ("--width", args.width, "width_multiplier")):
-        recorded = getattr(file_space, field)
-        if given is not None and given != recorded:
-            raise ArchitectureError(f"{args.arch}.space.{field}: {recorded}, but {flag} {given} was given "
-                                    f"(drop {flag} to use the file's space)")
-    return file_space
+def _read_arch(args: argparse.Namespace) -> tuple[Architecture, SpaceConfig]:
+    """The architecture ``params`` counts and its space (the file's own; the flags must agree with it)."""
+    d = read_json(args.arch)
+    is_front = isinstance(d, Mapping) and d.get("format") == FRONT_FORMAT
+    if is_front:
+        archs, _, _ = load_front(args.arch)  # validates every entry
+        if args.index is None and len(archs) != 1:
+            raise UsageError(f"{args.arch} is a front of {len(archs)} architectures: choose one with "
+                             f"--index K (0..{len(archs) - 1})")
+        arch = load_architecture(args.arch, index=0 if args.index is None else args.index)
+    elif args.index is not None:
+        raise UsageError(f"--index: {args.arch} holds one architecture, not a front")
+    else:
+        arch = load_architecture(args.arch)  # validates the file's own space, if it records one
+    space = space_from_flags(args, read_space(args.arch), str(args.arch))
+    assert space is not None
+    return arch, space
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    arch = load_architecture(args.arch)  # validates the file's own space, if it records one
-    space = _file_space(args)
+    arch, space = _read_arch(args)
     n = count_params(arch, space)
     result = {"params": n, "space": space.to_dict()}
     if args.check:
@@ -148,74 +134,50 @@ def cmd_params(args: argparse.Namespace) -> None:
                                                           if args.check else ""), None)
 
 
-def cmd_lego(args: argparse.Namespace) -> None:
-    from .legonet import PAPER_BLOCK_STATS, PAPER_RATIO_STATS, legonet_from_files
-
-    space = SpaceConfig.for_dataset(args.dataset, args.width)
-    arch = legonet_from_files(args.block_stats or PAPER_BLOCK_STATS, args.ratio_stats or PAPER_RATIO_STATS)
-    arch = arch.__class__(arch.blocks, arch.ratios, objectives={"params": count_params(arch, space)},
-                          provenance={"built_by": "legonet",
-                                      "block_stats": str(args.block_stats or "paper Table XIV"),
-                                      "ratio_stats": str(args.ratio_stats or "paper Table XV")})
-    _emit(json.dumps(arch.to_dict(space), indent=2), args.out)
-
-
 def cmd_export_space(args: argparse.Namespace) -> None:
-    warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
-    from .supernet import TamNasSpace, nni_search_space
-
-    _emit(json.dumps(nni_search_space(TamNasSpace(dataset=args.dataset, width_multiplier=args.width)),
-                     indent=2), args.out)
+    _emit(json.dumps(nni_search_space(), indent=2), args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m search_space",
-                                     description="The TAM-NAS search space (paper Tables I, XIV, XV).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m search_space", description="The TAM-NAS search space (paper Tables I, XIV, XV).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    dataset_help = f"data set (default: {DEFAULT_DATASET}; the output records the space)"
+    width_help = f"width multiplier (default: {DEFAULT_WIDTH})"
     p = sub.add_parser("info", help="blocks, ratios, layers and the parameter range of the space")
-    _space_args(p)
+    add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--samples", type=_at_least_one, default=20000, help="random architectures for the median")
+    p.add_argument("--samples", type=_at_least(1), default=20000, help="random architectures for the median")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("sample", help="N random valid architectures as JSON (seeded)")
-    _space_args(p)
-    p.add_argument("-n", type=_at_least_one, default=1, help="how many (at least 1)")
+    p = sub.add_parser("sample", help="N random valid architectures as JSON (seeded)",
+                       description="N seeded random architectures. -n 1 writes one architecture file "
+                                   "(format tamnas-architecture); -n N > 1 a front file (format tamnas-front) "
+                                   "of N architectures, of which `params FILE --index K` counts the K-th.")
+    add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
+    p.add_argument("-n", type=_at_least(1), default=1,
+                   help="how many (default 1: one architecture file; more: a front file)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write here instead of stdout")
+    add_out(p, "write here instead of stdout")
     p.set_defaults(func=cmd_sample)
-    p = sub.add_parser("params", help="parameter count of ARCH.json from the parameter table")
-    p.add_argument("arch", help="architecture JSON file")
-    _space_args(p, from_file=True)
+    p = sub.add_parser("params", help="parameter count of an architecture from the parameter table",
+                       description="Parameter count of an architecture file, an NNI sample file, or the "
+                                   "K-th architecture of a front file (--index K), in the space the file records.")
+    p.add_argument("arch", help="architecture, NNI sample or front JSON file")
+    p.add_argument("--index", type=_at_least(0), metavar="K",
+                   help="the K-th architecture (0-based) of a front file; needed when it holds more than one")
+    add_space(p, "data set: needed when the file records no space; must agree with the file's otherwise",
+              "width multiplier: needed when the file records no space; must agree with the file's otherwise")
     p.add_argument("--check", action="store_true", help="also build the model and compare")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
-    p = sub.add_parser("lego", help="LegoNet JSON from block/ratio statistics (default: the paper's)")
-    _space_args(p)
-    p.add_argument("--block-stats", type=Path, help="Table XIV-style CSV (layer, 0..21)")
-    p.add_argument("--ratio-stats", type=Path, help="Table XV-style CSV (layer, 0..9)")
-    p.add_argument("--out")
-    p.set_defaults(func=cmd_lego)
-    p = sub.add_parser("export-space", help="the nnictl search_space.json, generated from the ModelSpace")
-    _space_args(p)
-    p.add_argument("--out")
+    p = sub.add_parser("export-space", help="the nnictl search_space.json (equal to TamNasSpace().simplify())")
+    add_out(p, "write here instead of stdout")
     p.set_defaults(func=cmd_export_space)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)  # --help still prints and exits 0
-    except UsageError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        args.func(args)
-    except (ArchitectureError, ValueError, OSError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    return 0
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from nni.mutable import MutableExpression
 from nni.nas.nn.pytorch import MutableBatchNorm2d, MutableConv2d
 from torch import nn
 
-from .encoding import BLOCKS, BlockSpec
 from .params import SE_MIN_HIDDEN, SE_REDUCTION
+from .space import BLOCKS, BlockSpec
 
 
 def scaled_channels(base: int, ratio: Any) -> Any:

@@ -5,7 +5,7 @@ column per block id (0-21) or per ratio id (0-9), each cell a count. The paper's
 ship in ``paper_tables/`` and are the default input.
 
 Ties go to the lower id. A stride-2 layer ignores pure robust blocks (18-21): Table XIV counts one
-block 18 in layer 12, which the stride-2 rule (DESIGN §3) cannot build.
+block 18 in layer 12, which the stride-2 rule (docs/architecture.md §3) cannot build.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .encoding import NUM_BLOCKS, NUM_LAYERS, RATIOS, Architecture, ArchitectureError, allowed_blocks
+from .architecture import Architecture
+from .space import NUM_BLOCKS, NUM_LAYERS, RATIOS, ArchitectureError, allowed_blocks
 
 PAPER_TABLES = Path(__file__).parent / "paper_tables"
 PAPER_BLOCK_STATS = PAPER_TABLES / "block_stats_cifar10.csv"
@@ -63,7 +64,7 @@ def read_stats_csv(path: str | os.PathLike, n_ids: int) -> StatsTable:
 
 
 def write_stats_csv(path: str | os.PathLike, table: Sequence[Sequence[int]]) -> None:
-    from .encoding import atomic_write_text
+    from .files import atomic_write_text
 
     n_ids = len(table[0])
     lines = ["layer," + ",".join(str(i) for i in range(n_ids))]

@@ -15,7 +15,7 @@ from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, MixedOperation
 from nni.nas.strategy import RandomOneShot
 
-from .encoding import Architecture
+from .architecture import Architecture
 from .supernet import Subnet, TamNasSpace
 
 
@@ -44,7 +44,7 @@ def inherit_subnet(supernet: TamNasSpace, arch: Architecture) -> Subnet:
 
     NOTE: we do not call ``supernet.freeze(sample)``. In NNI 3.0 it re-instantiates the whole
     ``ModelSpace`` (about 10 s on two cores, per subnet) and ``MixedOperation.freeze`` has two
-    bugs (DESIGN §8): it hands ``bias: None`` to ``load_state_dict`` for ``bias=False`` convs,
+    bugs (docs/architecture.md §8): it hands ``bias: None`` to ``load_state_dict`` for ``bias=False`` convs,
     and omits BN's ``num_batches_tracked``. Instead we build the subnet directly and fill it
     with NNI's own per-op slicing, ``MixedOperation.freeze_weight``, dropping ``None`` entries
     and copying ``num_batches_tracked``; ``load_state_dict(strict=True)`` checks that every

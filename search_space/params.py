@@ -13,11 +13,11 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .encoding import (
+from .architecture import Architecture
+from .space import (
     BLOCKS,
     NUM_LAYERS,
     RATIOS,
-    Architecture,
     SpaceConfig,
     allowed_blocks,
     candidate_blocks,

@@ -14,30 +14,28 @@ the row as an SE gate on the 176 pooled features followed by a 1x1 conv to 920 c
 the next row (1x1 conv 920 -> 1024) gets the input the table gives it. The width multiplier
 scales the three stages only: the stem and the head keep Table I's widths.
 
-"Layer one" for YOPO (DESIGN §5) is ``layer_one``: the stem conv with its BN and ReLU. Inputs stay
+"Layer one" for YOPO (docs/architecture.md §5) is ``layer_one``: the stem conv with its BN and ReLU. Inputs stay
 in [0, 1]; the model does no input normalization (the stem's BN takes care of scale).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import nni
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
+from .architecture import Architecture
 from .blocks import SqueezeExcitation, build_block, init_weights
-from .encoding import (
+from .params import HEAD_CHANNELS, STEM_CHANNELS
+from .space import (
     NUM_LAYERS,
     RATIOS,
-    Architecture,
     SpaceConfig,
     allowed_blocks,
     layer_channels,
     layer_stride,
 )
-from .params import HEAD_CHANNELS, STEM_CHANNELS
 
 
 def make_layer_one(in_channels: int) -> nn.Sequential:
@@ -129,16 +127,3 @@ def build_subnet(arch: Architecture, space: SpaceConfig | None = None) -> Subnet
     """A freshly initialised standalone subnet for ``arch`` (default space: Fashion-MNIST, width 1)."""
     return Subnet(arch, space or SpaceConfig())
 
-
-def nni_search_space(space: TamNasSpace) -> dict[str, Any]:
-    """The nnictl ``search_space.json`` derived from the ModelSpace (``simplify()``), never by hand."""
-    out: dict[str, Any] = {}
-    for label, mutable in sorted(space.simplify().items(), key=lambda kv: _label_order(kv[0])):
-        values = list(mutable.values)  # type: ignore[attr-defined]
-        out[label] = {"_type": "choice", "_value": values}
-    return out
-
-
-def _label_order(label: str) -> tuple[int, int]:
-    kind, _, idx = label.partition("_")
-    return int(idx), 0 if kind == "layer" else 1

@@ -15,21 +15,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from search_space.encoding import Architecture, ArchitectureError, Objective
+from search_space.architecture import Architecture, Objective
+from search_space.files import read_json, read_space
+from search_space.space import ArchitectureError, SpaceConfig
 
-from .nsga2 import extract_objectives, fast_non_dominated_sort, objective_matrix
+from .objectives import extract_objectives, objective_matrix
+from .operators import fast_non_dominated_sort
 
 _logger = logging.getLogger(__name__)
 
 
 def read_export_file(path: str | os.PathLike) -> list[dict[str, Any]]:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, error=ValueError)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of trials (nnictl experiment export --type json)")
     _logger.warning("%s: NNI's export can pair a trial's result with another trial's parameters when "
@@ -55,6 +52,39 @@ def experiment_dir(experiment: str | os.PathLike) -> Path:
     return path
 
 
+def query_db(db: str | os.PathLike, *queries: str) -> list[list[tuple]]:
+    """The rows of each query on NNI's database, opened read-only (a running experiment keeps
+    writing it); ``ValueError`` naming the file if it cannot be read."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            return [con.execute(q).fetchall() for q in queries]
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise ValueError(f"{db}: cannot read NNI's database ({e})") from None
+
+
+def experiment_space(experiment: str | os.PathLike) -> SpaceConfig | None:
+    """The space an experiment searched: its tuner's ``dataset``/``width_multiplier`` classArgs (from
+    NNI's database), else the ``space`` of the ``front.json`` the tuner wrote; ``None`` if neither."""
+    directory = experiment_dir(experiment)
+    try:
+        (rows,) = query_db(directory / "db" / "nni.sqlite",
+                           "SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1")
+    except ValueError:
+        rows = []  # no profile table (e.g. a hand-made database): fall back on front.json
+    tuner = (json.loads(rows[0][0]) or {}).get("tuner") if rows and rows[0][0] else None
+    args = (tuner or {}).get("classArgs") or {}
+    if "dataset" in args and "width_multiplier" in args:
+        try:
+            return SpaceConfig.for_dataset(args["dataset"], args["width_multiplier"])
+        except ArchitectureError as e:
+            raise ArchitectureError(f"{directory}: tuner.classArgs.{e}") from None
+    front = directory / "front.json"
+    return read_space(front) if front.exists() else None
+
+
 def fetch_export(experiment: str | os.PathLike) -> list[dict[str, Any]]:
     """Trials with a final result of an experiment (running or stopped), read from NNI's database.
 
@@ -65,16 +95,9 @@ def fetch_export(experiment: str | os.PathLike) -> list[dict[str, Any]]:
     started together can get each other's (README, Known limits).
     """
     db = experiment_dir(experiment) / "db" / "nni.sqlite"
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            events = con.execute("SELECT data FROM TrialJobEvent WHERE data IS NOT NULL").fetchall()
-            finals = con.execute("SELECT trialJobId, parameterId, data FROM MetricData WHERE type = 'FINAL' "
-                                 "ORDER BY timestamp").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise ValueError(f"{db}: cannot read NNI's database ({e})") from None
+    events, finals = query_db(db, "SELECT data FROM TrialJobEvent WHERE data IS NOT NULL",
+                              "SELECT trialJobId, parameterId, data FROM MetricData WHERE type = 'FINAL' "
+                              "ORDER BY timestamp")
     parameters: dict[int, Any] = {}
     for (data,) in events:
         record = json.loads(data)
@@ -99,14 +122,7 @@ def trial_jobs(db: str | os.PathLike) -> dict[str, tuple[str | None, Any]]:
     The status is the last status event, as NNI itself derives it (``nnictl resume`` runs the
     jobs that were WAITING or RUNNING at the stop again). ``ValueError`` if unreadable.
     """
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = con.execute("SELECT trialJobId, event, data FROM TrialJobEvent ORDER BY timestamp").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise ValueError(f"{db}: cannot read NNI's database ({e})") from None
+    (rows,) = query_db(db, "SELECT trialJobId, event, data FROM TrialJobEvent ORDER BY timestamp")
     status: dict[str, str | None] = {}
     params: dict[str, Any] = {}
     for trial_id, event, data in rows:
@@ -141,8 +157,7 @@ def front_from_export(entries: Sequence[Mapping[str, Any]], objectives: Sequence
             _logger.warning("skipping exported trial %d: %s", i, err)
             continue
         prov = {k: e[k] for k in ("trialJobId",) if k in e}
-        archs.setdefault(arch.key, Architecture(arch.blocks, arch.ratios, obj,
-                                                {"trial_id": prov["trialJobId"]} if prov else {}))
+        archs.setdefault(arch.key, arch.with_info(obj, {"trial_id": prov["trialJobId"]} if prov else {}))
     items = list(archs.values())
     if not items:
         return []

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from search_space.encoding import Objective
+from search_space.architecture import Objective
 
 REFERENCE_POINT = 1.1
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {

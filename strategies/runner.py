@@ -15,9 +15,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from search_space.encoding import Architecture, SpaceConfig, atomic_write_text, save_front
+from search_space.architecture import Architecture
+from search_space.files import atomic_write_text, save_front
+from search_space.space import SpaceConfig
 
-from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch
+from .config import NSGA2Config
+from .nsga2 import NSGA2Search
+from .objectives import extract_objectives
 
 _logger = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class TrialFailed(Exception):
 
 def write_outputs(search: NSGA2Search, out_dir: str | os.PathLike, space: SpaceConfig | None = None,
                   **meta: Any) -> None:
-    """Write ``front.json`` (:func:`search_space.encoding.save_front`) and ``history.csv``."""
+    """Write ``front.json`` (:func:`search_space.files.save_front`) and ``history.csv``."""
     out = Path(out_dir)
     last = search.history[-1] if search.history else {}
     save_front(out / "front.json", search.front(), search.config.objectives, space,
@@ -72,7 +76,7 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
     search = NSGA2Search(config, params_fn)
     while not search.finished:
         for key in search.pending():
-            arch = key_to_arch(key)
+            arch = Architecture.from_key(key)
             try:
                 metrics = evaluate(arch)
             except TrialFailed as e:

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from search_space.encoding import BLOCKS, NUM_BLOCKS, NUM_LAYERS, STAGE_REPEATS, Architecture
+from search_space.architecture import Architecture
+from search_space.space import BLOCKS, NUM_BLOCKS, NUM_LAYERS, STAGE_REPEATS
 
 _TABLE_SEED = 20240607
 

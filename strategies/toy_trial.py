@@ -16,7 +16,7 @@ import time
 
 import nni
 
-from search_space.encoding import Architecture
+from search_space.architecture import Architecture
 from strategies.toy import toy_objectives
 
 _logger = logging.getLogger(__name__)

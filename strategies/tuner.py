@@ -1,18 +1,19 @@
-"""NNI tuner adapter for NSGA-II (DESIGN §8): generational search over asynchronous trials.
+"""NNI tuner adapter for NSGA-II (docs/architecture.md §8): generational search over asynchronous trials.
 
 Use it from an nnictl config::
 
     tuner:
       codeDirectory: .
       className: strategies.tuner.NSGA2Tuner
-      classArgs: {population_size: 50, offspring_size: 50, generations: 20, seed: 0}
+      classArgs: {dataset: cifar10, width_multiplier: 2, population_size: 50, offspring_size: 50,
+                  generations: 20, seed: 0}
       # optional: search a subset, e.g. what a quick supernet trained
       # classArgs: {..., blocks: [0, 3, 6, 18], ratios: [0.8, 1.0, 1.2]}
 
 or, after ``nnictl algo register --meta strategies/nsga2_meta.yml``, as
 ``tuner: {name: TamNasNSGA2, classArgs: {...}}``.
 
-How the NNI 3.0 protocol is used (measured, DESIGN §8):
+How the NNI 3.0 protocol is used (measured, docs/architecture.md §8):
 
 - The manager asks for ``trialConcurrency`` parameter ids at start and one per finished
   trial. When the current generation has nothing left to hand out, an id is kept as a
@@ -66,22 +67,23 @@ import nni
 from nni.tuner import Tuner
 from nni.utils import ClassArgsValidator
 
-from search_space.encoding import Architecture, ArchitectureError, SpaceConfig, atomic_write_text
+from search_space.architecture import Architecture
+from search_space.files import atomic_write_text
+from search_space.space import ArchitectureError, SpaceConfig, check_search_space
 
+from .config import CONFIG_KEYS, NSGA2Config
 from .export import trial_jobs
-from .nsga2 import NSGA2Config, NSGA2Search, extract_objectives, key_to_arch, parse_objectives, state_config
+from .nsga2 import NSGA2Search, state_config
+from .objectives import extract_objectives
 from .runner import write_outputs
-from .space import check_search_space
 
 _logger = logging.getLogger(__name__)
 
 STATE_FILE = "nsga2_state.json"
 RESULT_GRACE_S = 30.0  # how long a successful trial_end waits for its final result
 
-_CONFIG_KEYS = ("population_size", "offspring_size", "generations", "tournament_size", "crossover_prob",
-                "mutation_prob", "crossover_unit", "mutation_unit", "duplicate_retries", "seed", "objectives",
-                "param_range", "hv_bounds", "blocks", "ratios")
-_TUNER_KEYS = ("dataset", "width_multiplier", "output_dir")
+SPACE_KEYS = ("dataset", "width_multiplier")  # required: the supernet's space, never a silent default
+_TUNER_KEYS = (*SPACE_KEYS, "output_dir")
 
 
 def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
@@ -91,24 +93,17 @@ def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
     ``check_reach``: also refuse a ``param_range`` the parameter table says no architecture
     reaches (off when the caller brings its own parameter count).
     """
-    unknown = sorted(set(kwargs) - set(_CONFIG_KEYS) - set(_TUNER_KEYS))
+    unknown = sorted(set(kwargs) - set(CONFIG_KEYS) - set(_TUNER_KEYS))
     if unknown:
         raise ValueError(f"NSGA2Tuner classArgs: unknown key(s) {unknown}; "
-                         f"known: {sorted(_CONFIG_KEYS + _TUNER_KEYS)}")
+                         f"known: {sorted(CONFIG_KEYS + _TUNER_KEYS)}")
     try:
-        cfg = {k: kwargs[k] for k in _CONFIG_KEYS if k in kwargs}
-        if "objectives" in cfg:
-            cfg["objectives"] = parse_objectives(cfg["objectives"])
-        if cfg.get("hv_bounds") is not None:
-            if not isinstance(cfg["hv_bounds"], dict):
-                raise ValueError(f"hv_bounds: expected {{name: [low, high]}}, got {cfg['hv_bounds']!r}")
-            cfg["hv_bounds"] = {k: tuple(v) for k, v in cfg["hv_bounds"].items()}
-        if cfg.get("param_range") is not None:
-            if not isinstance(cfg["param_range"], (list, tuple)):
-                raise ValueError(f"param_range: expected [low, high], got {cfg['param_range']!r}")
-            cfg["param_range"] = tuple(cfg["param_range"])
-        config = NSGA2Config(**cfg)
-        space = SpaceConfig.for_dataset(kwargs.get("dataset", "fashion_mnist"), kwargs.get("width_multiplier", 1))
+        config = NSGA2Config.from_dict({k: kwargs[k] for k in CONFIG_KEYS if k in kwargs})
+        missing = [k for k in SPACE_KEYS if k not in kwargs]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)}: missing; give the supernet's space "
+                             "(e.g. dataset: cifar10, width_multiplier: 2)")
+        space = SpaceConfig.for_dataset(kwargs["dataset"], kwargs["width_multiplier"])
         if check_reach:
             check_param_range(config, space)
     except (ValueError, TypeError) as e:  # ArchitectureError is a ValueError
@@ -121,7 +116,7 @@ def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
 
 class NSGA2ClassArgsValidator(ClassArgsValidator):
     """Named in ``nsga2_meta.yml``. NNI 3.0 calls it only for legacy (v1) configs; for v2 configs
-    ``python -m strategies check CONFIG`` runs the same checks before ``nnictl create``."""
+    ``python -m workflow check CONFIG`` runs the same checks before ``nnictl create``."""
 
     def validate_class_args(self, **kwargs: Any) -> None:
         parse_class_args(kwargs)
@@ -132,31 +127,16 @@ class NSGA2Tuner(Tuner):
 
     Parameters
     ----------
-    population_size, offspring_size, generations, tournament_size, crossover_prob, mutation_prob, seed
-        See :class:`strategies.nsga2.NSGA2Config` (paper: 50, 50, 20, 10, -, 0.1).
-    crossover_unit, mutation_unit, duplicate_retries
-        Operator details the paper leaves open (default ``"gene"``, ``"layer"``, 10): see
-        :func:`strategies.nsga2.crossover`, :func:`strategies.nsga2.mutate` and
-        :class:`strategies.nsga2.NSGA2Config`.
-    objectives : list, optional
-        ``[{"name": "adv_acc", "direction": "max"}, ...]`` or ``["adv_acc:max", ...]``; keys of
-        the trial's metric dict. Default: adv_acc max, clean_acc max, params min.
-    param_range : [low, high], optional
-        Repair proposals into this parameter range (paper: 1.61M-2.37M for the 2S supernet),
-        counted with ``search_space.params.count_params`` for ``dataset``/``width_multiplier``.
-    hv_bounds : dict, optional
-        Normalisation range per objective for the hypervolume (:mod:`strategies.hypervolume`).
-    blocks : list of int, optional
-        Search only these block ids (Table XIV, 0-21), e.g. the blocks a quick supernet
-        trained; per layer the candidates are ``allowed_blocks(i)`` ∩ ``blocks``, so the
-        stride-2 layers need a block that is not pure robust (18-21). Default: all 22.
-    ratios : list of float, optional
-        Search only these channel ratios (Table XV), e.g. ``[0.8, 1.0, 1.2]``. Default: all ten.
-        ``blocks`` and ``ratios`` are part of the saved state (a resume with other values is
-        refused); a result for an architecture outside them is handled like any result that
-        is not a pending proposal.
     dataset, width_multiplier
-        The supernet's space (recorded in ``front.json``; used by the parameter counter).
+        Required: the supernet's space (recorded in ``front.json``; used by the parameter counter).
+    **config
+        Every field of :class:`strategies.config.NSGA2Config` under its own name (population_size,
+        objectives, param_range, blocks, ratios, ...; defaults are the paper's). ``objectives``
+        may be ``[{"name": "adv_acc", "direction": "max"}, ...]`` or ``["adv_acc:max", ...]``;
+        ``param_range`` (paper: 1.61M-2.37M for the 2S supernet) is counted with the parameter
+        table of ``dataset``/``width_multiplier``. ``blocks`` and ``ratios`` are part of the
+        saved state (a resume with other values is refused); a result for an architecture
+        outside them is handled like any result that is not a pending proposal.
     output_dir : str, optional
         Where ``front.json``/``history.csv`` go; default the experiment directory.
     params_fn : callable, optional
@@ -368,7 +348,7 @@ class NSGA2Tuner(Tuner):
     def _assign(self, pid: int) -> dict[str, Any]:
         key = self._queue.popleft()
         self._running[pid] = key
-        return key_to_arch(key).to_sample()
+        return Architecture.from_key(key).to_sample()
 
     def _finish(self, key: str, objectives: dict[str, float] | None, provenance: dict[str, Any] | None = None
                 ) -> None:

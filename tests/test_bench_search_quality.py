@@ -9,9 +9,10 @@ import pytest
 
 from benchmarks import bench_search_quality as bsq
 from benchmarks import real_evals
-from search_space.encoding import RATIOS, SpaceConfig
+from search_space.architecture import Architecture
 from search_space.params import count_params
-from strategies.nsga2 import GeneSpace, genome_key, key_to_arch, key_to_genome, random_genome
+from search_space.space import RATIOS, SpaceConfig
+from strategies.operators import GeneSpace, random_genome
 
 BLOCKS = (0, 3, 6, 18)
 SUBSET_RATIOS = (0.8, 1.0, 1.2)
@@ -76,13 +77,13 @@ def test_generator_is_resumable_and_writes_whole_rows(fake_trainers, tmp_path):
     assert len(state["calls"]) == 8 and keys == state["calls"] and len(set(keys)) == 8
     assert keys == real_evals.draw_keys(SPACE, 8, 0)
     # Not the stream of random search / our first generation for seed 0.
-    assert genome_key(random_genome(np.random.default_rng(0), SPACE)) not in keys
-    assert all(SPACE.contains(key_to_genome(k)) for k in keys)
+    assert Architecture.key_of(random_genome(np.random.default_rng(0), SPACE)) not in keys
+    assert all(SPACE.contains(Architecture.from_key(k).genome) for k in keys)
     assert side["rows"] == 8 and side["seconds_per_architecture"] is not None
     assert side["checkpoint_epoch"] == 3 and side["config"]["sampler"]["blocks"] == list(BLOCKS)
     for line in _lines(out)[1:-1]:
         assert len(line.split(",")) == 5
-    assert rows[0]["params"] == count_params(key_to_arch(keys[0]), FMNIST)
+    assert rows[0]["params"] == count_params(Architecture.from_key(keys[0]), FMNIST)
 
     # Nothing left to do: no evaluation.
     real_evals.generate(ckpt, 8, out, progress=False)
@@ -135,7 +136,7 @@ def _genomes(n: int, seed: int) -> np.ndarray:
     keys: dict[str, np.ndarray] = {}
     while len(keys) < n:
         g = random_genome(rng, SPACE)
-        keys.setdefault(genome_key(g), g)
+        keys.setdefault(Architecture.key_of(g), g)
     return np.stack(list(keys.values()))
 
 
@@ -164,7 +165,7 @@ def _write_table(path, n=150, noise=0.01, sidecar=True, seed=3):
     adv = _additive(G, _truth(2), 0.4) + rng.normal(0, noise, n)
     lines = [",".join(real_evals.FIELDS)]
     for g, c, a in zip(G, clean, adv, strict=True):
-        arch = key_to_arch(genome_key(g))
+        arch = Architecture.from_genome(g)
         lines.append(f"{arch.key},{float(c)!r},{float(a)!r},{count_params(arch, FMNIST)},123")
     path.write_text("\n".join(lines) + "\n")
     if sidecar:
@@ -185,10 +186,10 @@ def test_table_mode_every_method_searches_the_subset_with_the_budget(tmp_path):
         evals = method(0, budget, problem)
         assert len(evals) == budget, name
         for v in evals:
-            assert SPACE.contains(key_to_genome(v["key"])), (name, v["key"])
-            assert v["params"] == count_params(key_to_arch(v["key"]), FMNIST)
+            assert SPACE.contains(Architecture.from_key(v["key"]).genome), (name, v["key"])
+            assert v["params"] == count_params(Architecture.from_key(v["key"]), FMNIST)
         if name == "random search":  # the table holds its first 150 draws: their real numbers are used
-            assert [v["key"] for v in evals[:150]] == [genome_key(g) for g in G]
+            assert [v["key"] for v in evals[:150]] == [Architecture.key_of(g) for g in G]
             assert all(v["from_table"] for v in evals[:150]) and not any(v["from_table"] for v in evals[150:])
             assert [v["clean_acc"] for v in evals[:150]] == list(clean)
             assert [v["adv_acc"] for v in evals[:150]] == list(adv)
@@ -203,15 +204,15 @@ def test_table_numbers_are_used_for_architectures_in_the_table(tmp_path):
     G, clean, adv = _write_table(path, noise=0.05)
     problem, _ = bsq.table_problem(bsq.load_table(path))
     for i in range(len(G)):
-        v = problem.evaluate(key_to_arch(genome_key(G[i])))
+        v = problem.evaluate(Architecture.from_genome(G[i]))
         assert v["from_table"] and v["clean_acc"] == clean[i] and v["adv_acc"] == adv[i]
     other = _genomes(len(G) + 5, 11)
-    fresh = next(g for g in other if genome_key(g) not in {genome_key(x) for x in G})
-    v = problem.evaluate(key_to_arch(genome_key(fresh)))
+    fresh = next(g for g in other if Architecture.key_of(g) not in {Architecture.key_of(x) for x in G})
+    v = problem.evaluate(Architecture.from_genome(fresh))
     model = bsq.AdditiveSurrogate(SPACE, 0.1).fit(G, clean)
     assert not v["from_table"] and v["clean_acc"] == pytest.approx(model.predict_one(fresh))
     with pytest.raises(ValueError, match="outside"):
-        problem.evaluate(key_to_arch(genome_key(random_genome(np.random.default_rng(0)))))
+        problem.evaluate(Architecture.from_genome(random_genome(np.random.default_rng(0))))
 
 
 def test_table_rejects_rows_of_another_space(tmp_path):

@@ -219,7 +219,7 @@ def test_key_round_trip_and_errors():
 
 def test_candidate_subsets_are_validated_once_for_the_sampler_and_the_search():
     from search_space.encoding import block_subset, candidate_blocks, ratio_subset
-    from strategies.nsga2 import NSGA2Config
+    from strategies.config import NSGA2Config
     from trainers.sampler import PhaseConfig, SamplerConfig
 
     assert candidate_blocks(0, (0, 18, 6)) == (0, 6) and candidate_blocks(1, (0, 18, 6)) == (0, 6, 18)
@@ -235,3 +235,93 @@ def test_candidate_subsets_are_validated_once_for_the_sampler_and_the_search():
                 make(bad)
             msgs.append(str(e.value))
         assert msgs[0] == msgs[1]
+
+
+def test_genome_conversions_are_the_architectures():
+    import numpy as np
+
+    arch = random_architecture(random.Random(3))
+    g = arch.genome
+    assert g.dtype == np.int64 and g.shape == (NUM_LAYERS, 2)
+    assert g.tolist() == [list(x) for x in arch.genes]
+    assert Architecture.from_genome(g) == arch
+    assert Architecture.key_of(g) == Architecture.key_of(arch.genes) == arch.key
+    assert Architecture.from_key(arch.key).genome.tolist() == g.tolist()
+    g[0, 0] = 19  # a pure robust block in a stride-2 layer: from_genome validates, key_of does not
+    with pytest.raises(ArchitectureError, match=r"layers\[0\]\.block: 19"):
+        Architecture.from_genome(g)
+    assert Architecture.key_of(g).startswith("19:")
+
+
+def test_the_facade_re_exports_the_modules_objects():
+    import search_space.architecture as architecture
+    import search_space.encoding as encoding
+    import search_space.files as files
+    import search_space.space as space
+
+    for name in encoding.__all__:
+        owners = [m for m in (space, architecture, files) if name in vars(m)]
+        assert owners and getattr(encoding, name) is getattr(owners[0], name), name
+
+
+def test_space_config_reads_the_data_set_registry():
+    from search_space.datasets import DATASETS
+
+    for name, spec in DATASETS.items():
+        space = SpaceConfig.for_dataset(name, 4)
+        assert (space.in_channels, space.num_classes, space.resolution) == (spec.in_channels, spec.num_classes,
+                                                                            spec.resolution)
+        assert SpaceConfig.from_dict(space.to_dict()) == space
+    assert SpaceConfig() == SpaceConfig.for_dataset("fashion_mnist", 1)
+    with pytest.raises(ArchitectureError, match=r"dataset: unknown data set 'mnist'; expected one of \['cifar10', "):
+        SpaceConfig.for_dataset("mnist")
+
+
+def test_load_architecture_picks_one_of_a_front(tmp_path):
+    rng = random.Random(4)
+    archs = [random_architecture(rng) for _ in range(3)]
+    space = SpaceConfig.for_dataset("cifar10", 2)
+    save_front(tmp_path / "f.json", archs, (), space)
+    assert [load_architecture(tmp_path / "f.json", index=i) for i in range(3)] == archs
+    assert load_architecture(tmp_path / "f.json", space, index=2) == archs[2]
+    with pytest.raises(ArchitectureError, match=r"index 3 is out of range: the front holds 3 architecture\(s\), 0..2"):
+        load_architecture(tmp_path / "f.json", index=3)
+    with pytest.raises(ArchitectureError, match="front belongs to"):
+        load_architecture(tmp_path / "f.json", SpaceConfig(), index=0)
+    with pytest.raises(ArchitectureError, match="format: expected 'tamnas-architecture', got 'tamnas-front'"):
+        load_architecture(tmp_path / "f.json")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_outputs_get_the_mode_open_would_give(tmp_path, umask, mode):
+    import os
+    import stat
+
+    from search_space.files import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "out" / "a.txt", "x\n")
+        save_architecture(random_architecture(random.Random(0)), tmp_path / "a.json")
+    finally:
+        os.umask(old)
+    for name in ("out/a.txt", "a.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert (tmp_path / "out" / "a.txt").read_text() == "x\n"
+    assert not [p for p in tmp_path.rglob(".*.tmp")]
+
+
+def test_read_json_names_the_file_with_the_callers_error(tmp_path):
+    from search_space.files import read_document, read_json
+
+    class MyError(ValueError):
+        pass
+
+    (tmp_path / "a.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "a.json") == {"a": [1, 2]}
+    with pytest.raises(MyError, match=f"^{tmp_path / 'missing.json'}: file not found$"):
+        read_json(tmp_path / "missing.json", MyError)
+    (tmp_path / "b.json").write_text("[1,")
+    with pytest.raises(ArchitectureError, match=r"b.json: not valid JSON \(Expecting value"):
+        read_json(tmp_path / "b.json")
+    assert read_document(tmp_path / "a.json", lambda f: f.read(), "text") == '{"a": [1, 2]}'

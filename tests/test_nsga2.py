@@ -11,16 +11,14 @@ from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_func
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from search_space.encoding import STRIDE2_LAYERS, Architecture, Objective, load_front
+from strategies.config import NSGA2Config
 from strategies.hypervolume import hypervolume, hypervolume_of, normalize
-from strategies.nsga2 import (
+from strategies.nsga2 import NSGA2Search
+from strategies.operators import (
     DEFAULT_SPACE,
-    NSGA2Config,
-    NSGA2Search,
     crossover,
     crowding_distance,
     fast_non_dominated_sort,
-    genome_key,
-    key_to_arch,
     mutate,
     random_genome,
     repair_param_range,
@@ -139,7 +137,7 @@ def test_param_range_repair():
     pf = lambda arch: toy_objectives(arch)["params"]  # noqa: E731
     for _ in range(20):
         g = repair_param_range(random_genome(rng), pf, (3e5, 4e5), rng)
-        assert g is not None and 3e5 <= pf(key_to_arch(genome_key(g))) <= 4e5
+        assert g is not None and 3e5 <= pf(Architecture.from_genome(g)) <= 4e5
     assert repair_param_range(random_genome(rng), pf, (1.0, 2.0), rng, max_steps=20) is None
 
 
@@ -197,7 +195,7 @@ def test_search_beats_random_on_toy():
     cfg = NSGA2Config(population_size=20, offspring_size=20, generations=10, tournament_size=4, seed=0)
     nsga = run_search(cfg, toy_objectives).hypervolume()
     rng = np.random.default_rng(0)
-    rand = hypervolume_of([toy_objectives(key_to_arch(genome_key(random_genome(rng)))) for _ in range(220)],
+    rand = hypervolume_of([toy_objectives(Architecture.from_genome(random_genome(rng))) for _ in range(220)],
                           cfg.objectives)
     assert nsga > rand
 
@@ -267,7 +265,7 @@ SUB_RATIOS = [0.8, 1.0, 1.2]
 
 
 def _inside(keys, blocks=SUB_BLOCKS, ratios=SUB_RATIOS) -> bool:
-    archs = [key_to_arch(k) for k in keys]
+    archs = [Architecture.from_key(k) for k in keys]
     return all(set(a.blocks) <= set(blocks) and set(a.ratios) <= set(ratios) for a in archs)
 
 
@@ -291,8 +289,9 @@ def test_subset_search_proposes_only_candidates(units):
     s = run_search(cfg, toy_objectives)
     assert s.evaluations == len(s.born) == cfg.budget  # every generation full: the operators are not stuck
     assert _inside(s.born)
-    assert all(key_to_arch(k).blocks[i] != 18 for k in s.born for i in STRIDE2_LAYERS)
-    used = {(b, r) for k in s.born for b, r in zip(key_to_arch(k).blocks, key_to_arch(k).ratios, strict=True)}
+    assert all(Architecture.from_key(k).blocks[i] != 18 for k in s.born for i in STRIDE2_LAYERS)
+    archs = [Architecture.from_key(k) for k in s.born]
+    used = {(b, r) for a in archs for b, r in zip(a.blocks, a.ratios, strict=True)}
     assert {b for b, _ in used} == set(SUB_BLOCKS) and {r for _, r in used} == set(SUB_RATIOS)
     assert run_search(cfg, toy_objectives).to_state() == s.to_state()  # seeded
 
@@ -324,11 +323,11 @@ def test_subset_param_range_repair_moves_within_the_candidate_ratios():
     pf = lambda arch: toy_objectives(arch)["params"]  # noqa: E731
     for _ in range(20):
         g = repair_param_range(random_genome(rng, space), pf, (4.2e5, 4.6e5), rng, space=space)
-        assert g is not None and space.contains(g) and 4.2e5 <= pf(key_to_arch(genome_key(g))) <= 4.6e5
+        assert g is not None and space.contains(g) and 4.2e5 <= pf(Architecture.from_genome(g)) <= 4.6e5
     big = np.array([[0, 5]] * 16)  # all at 1.2: shrinking takes 1.0, then 0.8, never 0.6
     g = repair_param_range(big, pf, (0.0, 1.0), rng, max_steps=40, space=space)
     assert g is None
-    g = repair_param_range(big, pf, (0.0, pf(key_to_arch(genome_key(big))) - 1), rng, space=space)
+    g = repair_param_range(big, pf, (0.0, pf(Architecture.from_genome(big)) - 1), rng, space=space)
     assert g is not None and set(g[:, 1].tolist()) <= {4, 5} and (g[:, 1] == 4).sum() == 1
     s = run_search(_small(param_range=(4.2e5, 4.6e5), blocks=SUB_BLOCKS, ratios=SUB_RATIOS), toy_objectives,
                    params_fn=pf)

@@ -43,7 +43,7 @@ def test_inherited_subnet_equals_supernet():
 
 
 def test_inheritance_covers_bias_free_convs_and_bn_counters():
-    """The two NNI 3.0 freeze bugs (DESIGN §8): bias-free convs and BN's num_batches_tracked."""
+    """The two NNI 3.0 freeze bugs (docs/architecture.md §8): bias-free convs and BN's num_batches_tracked."""
     supernet = to_one_shot(TamNasSpace(dataset="fashion_mnist"))
     for m in supernet.modules():
         if isinstance(m, MixedBatchNorm2d):

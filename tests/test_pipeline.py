@@ -17,7 +17,8 @@ from search_space.params import count_params
 from search_space.supernet import build_subnet
 from strategies import nnictl
 from strategies.export import fetch_export
-from strategies.nsga2 import dominates_matrix, objective_matrix
+from strategies.objectives import objective_matrix
+from strategies.operators import dominates_matrix
 from strategies.pipeline import PROFILES
 from tests.conftest import REPO
 from tests.webui import Browser, trial_table_with_metric_columns

@@ -92,12 +92,6 @@ def test_statistics_tables_round_trip_into_the_legonet_builder(report, tmp_path)
     assert legonet(blocks, ratios) == LEGO
     assert legonet_from_files(out / "block_stats.csv", out / "ratio_stats.csv") == LEGO
     assert load_architecture(out / "legonet.json") == LEGO
-    # and through the builder's own command line
-    from search_space.__main__ import main as space_main
-
-    assert space_main(["lego", "--block-stats", str(out / "block_stats.csv"), "--ratio-stats",
-                       str(out / "ratio_stats.csv"), "--out", str(tmp_path / "lego.json")]) == 0
-    assert load_architecture(tmp_path / "lego.json") == LEGO
     top2 = {(r["table"], int(r["layer"])): r for r in _rows(out / "stats_top2.csv")}
     assert (top2["block", 0]["first_id"], top2["block", 0]["first_count"]) == ("15", "3")
     assert (top2["ratio", 0]["first_id"], top2["ratio", 0]["second_id"]) == ("8", "9")  # tie 2-2: lower id first

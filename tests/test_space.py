@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from search_space.encoding import NUM_LAYERS, RATIOS, Architecture, SpaceConfig, allowed_blocks
+from search_space.architecture import Architecture
 from search_space.params import count_params, param_table, random_architecture, space_statistics
-from search_space.supernet import TamNasSpace, build_subnet, nni_search_space
+from search_space.space import NUM_LAYERS, RATIOS, SpaceConfig, allowed_blocks, nni_search_space
+from search_space.supernet import TamNasSpace, build_subnet
 
 
 @pytest.mark.parametrize("dataset, width", [("cifar10", 1), ("cifar10", 2), ("fashion_mnist", 1)])
@@ -113,9 +114,13 @@ def test_model_space_freeze_matches_subnet_structure():
     assert frozen(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_search_space_json_agrees_with_space():
-    ss = nni_search_space(TamNasSpace(dataset="fashion_mnist"))
+def test_search_space_json_is_what_the_model_space_simplifies_to():
+    """The torch-free generator (the tuner and export-space use it) equals NNI's ``simplify()``."""
+    ss = nni_search_space()
     assert list(ss) == [f"{k}_{i}" for i in range(NUM_LAYERS) for k in ("layer", "ratio")]
+    for dataset, width in (("fashion_mnist", 1), ("cifar10", 2)):
+        simplified = TamNasSpace(dataset=dataset, width_multiplier=width).simplify()
+        assert {label: {"_type": "choice", "_value": list(m.values)} for label, m in simplified.items()} == ss
     for i in range(NUM_LAYERS):
         assert ss[f"layer_{i}"] == {"_type": "choice", "_value": list(allowed_blocks(i))}
         assert ss[f"ratio_{i}"] == {"_type": "choice", "_value": list(RATIOS)}

@@ -1,4 +1,4 @@
-"""NSGA2Tuner driven through NNI's Tuner API by a simulated manager (DESIGN §8 protocol)."""
+"""NSGA2Tuner driven through NNI's Tuner API by a simulated manager (docs/architecture.md §8 protocol)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from search_space.encoding import Architecture, load_front
-from strategies.nsga2 import NSGA2Config
+from search_space.architecture import Architecture
+from search_space.files import load_front
+from search_space.space import check_search_space, nni_search_space
+from strategies.config import CONFIG_KEYS, NSGA2Config
 from strategies.runner import TrialFailed, run_search
-from strategies.space import check_search_space, nni_search_space
 from strategies.toy import toy_objectives
 from strategies.toy_trial import fails
 from strategies.tuner import NSGA2ClassArgsValidator, NSGA2Tuner
 
-ARGS = {"population_size": 8, "offspring_size": 6, "generations": 3, "tournament_size": 3, "seed": 11}
+SPACE = {"dataset": "fashion_mnist", "width_multiplier": 1}  # required classArgs: the supernet's space
+ARGS = {"population_size": 8, "offspring_size": 6, "generations": 3, "tournament_size": 3, "seed": 11, **SPACE}
 FAIL = 0.2
 
 
@@ -82,7 +84,12 @@ def _expected(args=ARGS):
             raise TrialFailed("injected")
         return toy_objectives(arch)
 
-    return run_search(NSGA2Config(**args), evaluate)
+    return run_search(_config(args), evaluate)
+
+
+def _config(args) -> NSGA2Config:
+    """The search settings of classArgs (all but the space)."""
+    return NSGA2Config(**{k: v for k, v in args.items() if k not in SPACE})
 
 
 @pytest.fixture
@@ -132,9 +139,7 @@ def test_resume_mid_generation_loses_nothing(ckpt):
 
 
 def key_to_sample(key):
-    from strategies.nsga2 import key_to_arch
-
-    return key_to_arch(key).to_sample()
+    return Architecture.from_key(key).to_sample()
 
 
 def test_search_space_check():
@@ -153,7 +158,8 @@ def test_search_space_check():
     ({"population": 5}, "unknown key"),
     ({"population_size": -1}, "population_size"),
     ({"objectives": ["adv_acc:up", "params:min"]}, "direction"),
-    ({"dataset": "imagenet"}, "dataset"),
+    ({"dataset": "imagenet", "width_multiplier": 1}, "dataset: unknown data set 'imagenet'"),
+    ({"width_multiplier": 3, "dataset": "svhn"}, "width_multiplier: 3 is not one of"),
     ({"param_range": 5}, "param_range"),
     ({"mutation_unit": "block"}, "mutation_unit"),
     ({"crossover_unit": 1}, "crossover_unit"),
@@ -164,10 +170,32 @@ def test_class_args_errors(args, match):
         NSGA2ClassArgsValidator().validate_class_args(**args)
 
 
+def test_class_args_are_the_config_fields_plus_the_space():
+    from strategies.tuner import parse_class_args
+
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['population'\]; known: (.*)") as e:
+        parse_class_args({"population": 5})
+    known = json.loads(e.value.args[0].split("known: ")[1].replace("'", '"'))
+    assert set(known) == set(CONFIG_KEYS) | {"dataset", "width_multiplier", "output_dir"}
+    every = NSGA2Config(seed=1, param_range=(1.3e6, 1.5e6), blocks=(0, 6), ratios=(1.0,)).to_dict()
+    assert set(every) == set(CONFIG_KEYS)
+    config, space, _ = parse_class_args({**every, **SPACE})
+    assert config.to_dict() == every and space.to_dict()["dataset"] == "fashion_mnist"
+
+
+@pytest.mark.parametrize("given", [{}, {"dataset": "cifar10"}, {"width_multiplier": 2}])
+def test_the_space_class_args_are_required(given):
+    """No silent fashion_mnist x1: the tuner records the space in front.json and counts parameters in it."""
+    missing = " and ".join(k for k in SPACE if k not in given)
+    with pytest.raises(ValueError, match=f"NSGA2Tuner classArgs: {missing}: missing; give the supernet's space"):
+        NSGA2ClassArgsValidator().validate_class_args(population_size=4, **given)
+
+
 def test_operator_class_args_reach_the_search():
     from strategies.tuner import parse_class_args
 
-    config, _, _ = parse_class_args({"crossover_unit": "layer", "mutation_unit": "gene", "duplicate_retries": 0})
+    config, _, _ = parse_class_args({"crossover_unit": "layer", "mutation_unit": "gene", "duplicate_retries": 0,
+                                     **SPACE})
     assert (config.crossover_unit, config.mutation_unit, config.duplicate_retries) == ("layer", "gene", 0)
 
 
