@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from search_space.encoding import load_front
-from strategies.space import nni_search_space
+from search_space.space import nni_search_space
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ _logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-ARGS = {"population_size": 8, "offspring_size": 8, "generations": 2, "tournament_size": 3, "seed": 3}
+ARGS = {"population_size": 8, "offspring_size": 8, "generations": 2, "tournament_size": 3, "seed": 3,
+        "dataset": "fashion_mnist", "width_multiplier": 1}
 BUDGET = 8 + 2 * 8
 
 REMOTE = """
