@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from search_space.datasets import DATASET_NAMES, DATASETS
+from trainers import data
+from trainers.config import DataConfig, build_config
 from trainers.data import DataNotFoundError, get_splits
+
+
+def test_every_registry_data_set_can_be_read_and_configured():
+    assert set(data._READERS) == set(DATASET_NAMES)
+    for name in DATASET_NAMES:
+        assert build_config(DataConfig, {"dataset": name}).dataset == name
+        ops = [type(t).__name__ for t in data._transforms(name, train=True).transforms]
+        assert ("RandomHorizontalFlip" in ops) == DATASETS[name].hflip
+        assert ("Pad" in ops) == bool(DATASETS[name].pad_to_32)
 
 
 def test_fashion_mnist_real_files(data_root):

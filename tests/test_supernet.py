@@ -74,6 +74,17 @@ def test_preset_regimes():
     assert all(p.method is None for c in names.values() if c is not quick for p in c.sampler.phases)
 
 
+def test_probe_is_one_attack_and_data_root_is_recorded_absolute(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="validation.epsilons, steps: the probe runs one PGD attack"):
+        load_supernet_config(QUICK, ["validation.steps=[10, 20]"])
+    cfg = load_supernet_config(QUICK, ["validation.epsilons=null"])
+    assert cfg.probe_attack()[0] == cfg.adversarial.epsilon  # default: the training ε
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAMNAS_DATA", raising=False)
+    assert cfg.data.root is None and cfg.with_absolute_data_root().data.root == str(tmp_path / "data")
+    assert load_supernet_config(QUICK, ["data.root=d"]).with_absolute_data_root().data.root == str(tmp_path / "d")
+
+
 def _write(tmp_path: Path, text: str, name: str = "c.yml") -> Path:
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))

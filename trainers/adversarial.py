@@ -105,13 +105,6 @@ class AdversarialConfig:
 _FLOAT_FIELDS = ("epsilon", "step_size", "sigma", "trades_lambda")
 
 
-def _parse_float(name: str, value: Any) -> float:
-    try:
-        return parse_float(value)
-    except ValueError as e:
-        raise ValueError(f"adversarial setting {name!r}: {e}") from None
-
-
 def _parse_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"adversarial setting {name!r} must be an int, got {value!r}")
@@ -153,7 +146,10 @@ def make_adversarial_config(settings: Mapping[str, Any] | None = None) -> Advers
                 raise ValueError(f"adversarial setting 'method' must be a string, got {value!r}")
             kwargs[key] = value.strip().lower().replace("-", "_")
         elif key in _FLOAT_FIELDS:
-            kwargs[key] = _parse_float(key, value)
+            try:
+                kwargs[key] = parse_float(value)
+            except ValueError as e:
+                raise ValueError(f"adversarial setting {key!r}: {e}") from None
         else:
             kwargs[key] = _parse_int(key, value)
     return AdversarialConfig(**kwargs)

@@ -3,6 +3,7 @@
 * :class:`ArgumentParser` -- a usage error is one line ``error: ...`` on stderr and exit code 2;
 * :func:`add_out_argument` -- ``--out``, with the old ``--output`` kept as an alias that logs a
   deprecation warning;
+* :func:`main` -- the ``main(argv)`` of a module with ``add_arguments`` and ``run``;
 * :func:`setup_logging` -- the one logging set-up of ``python -m trainers ...``, ``trainers.retrain``,
   ``trainers.search_trial`` and ``trainers.data``, with :func:`quiet_third_party`, the one place
   where the trainers filter third-party noise.
@@ -14,9 +15,10 @@ import argparse
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["ArgumentParser", "add_out_argument", "quiet_third_party", "setup_logging", "usage_error"]
+__all__ = ["ArgumentParser", "add_out_argument", "main", "quiet_third_party", "setup_logging", "usage_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +94,13 @@ def setup_logging(verbose: bool = False) -> None:
     """INFO (or DEBUG) logging to stderr in the trainers' format, and :func:`quiet_third_party`."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
     quiet_third_party()
+
+
+def main(prog: str, doc: str | None, add_arguments: Callable[[argparse.ArgumentParser], None],
+         run: Callable[[argparse.Namespace], int], argv: list[str] | None = None) -> int:
+    """A module's ``main``: its parser (``add_arguments``), logging, then ``run(args)``'s exit code."""
+    parser = ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    return run(args)

@@ -139,8 +139,7 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: {BASE_KEY}: circular inheritance through {[str(p) for p in _seen]}")
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
@@ -195,12 +194,14 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, source
 
 
 def rename_keys(data: Mapping[str, Any], renamed: Mapping[str, str], where: str = "") -> dict[str, Any]:
-    """``data`` with each deprecated key of ``renamed`` (old -> new) moved to its new name, with a warning."""
+    """``data`` with each deprecated key of ``renamed`` (old -> new) moved to its new name, with a warning.
+
+    Where both are given the old one wins: it comes from an older command or override written on
+    top of a file that already uses the new name (e.g. ``--set validation.bn_recalibration_batches=1``).
+    """
     out = dict(data)
     for old, new in renamed.items():
         if old in out:
-            if new in out:
-                raise ConfigError(f"{where}{old}: the old name of {new}, which is given too; keep {new} only")
             logger.warning("%s%s is deprecated: write %s", where, old, new)
             out[new] = out.pop(old)
     return out

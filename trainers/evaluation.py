@@ -134,8 +134,6 @@ class EvaluationConfig:
         if isinstance(out.get("steps"), int) and not isinstance(out["steps"], bool):
             out["steps"] = [out["steps"]]
         if "epsilon" in out:
-            if "epsilons" in out:
-                raise ConfigError(f"{where}epsilon: give epsilons only")
             logger.warning("%sepsilon is deprecated: write epsilons: [ε]", where)
             out["epsilons"] = [out.pop("epsilon")]
         if "step_size" in out:

@@ -23,7 +23,8 @@ Every method is a :class:`TrainingMethod` built from an
   ``self.optimizers()`` and ``backward=self.manual_backward``;
 * :meth:`TrainingMethod.loss` -- the loss tensor without backward or optimizer call, for the
   methods with a single backward (all but ``yopo``);
-* :meth:`TrainingMethod.label` -- the paper-style name (``TRADES-YOPO-5-3``).
+* :meth:`TrainingMethod.label` -- the paper-style name (``TRADES-YOPO-5-3``), from the class's
+  :attr:`~TrainingMethod.LABEL` template.
 
 Non-finite losses raise :class:`NonFiniteLossError` before any backward, with the
 step/batch index in the message, instead of training on NaN.
@@ -120,16 +121,18 @@ def _eval_clean_metrics(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, flo
 
 
 class TrainingMethod:
-    """One training method; subclasses set :attr:`name` and implement :meth:`loss` (or :meth:`_step`)."""
+    """One training method; subclasses set :attr:`name`, :attr:`LABEL` and implement :meth:`loss` (or :meth:`_step`)."""
 
     name: ClassVar[str]
+    # paper-style name, formatted with the config's fields, e.g. "PGD-AT-{steps}"
+    LABEL: ClassVar[str]
 
     def __init__(self, config: AdversarialConfig) -> None:
         self.config = config
 
     def label(self) -> str:
         """Paper-style name, e.g. ``TRADES-YOPO-5-3`` or ``PGD-AT-10``."""
-        return self.name
+        return self.LABEL.format_map(vars(self.config))
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, *, train_model: Forward | None = None,
              generator: torch.Generator | None = None, step: int | None = None,
@@ -149,6 +152,11 @@ class TrainingMethod:
             on x' for ``pgd_at``, the KL term for TRADES) and ``adv_acc`` (train-time accuracy
             on x'). Accuracies are in [0, 1].
         """
+        return self._loss(model, x.detach(), y, model if train_model is None else train_model, generator,
+                          (step, batch))
+
+    def _loss(self, model: nn.Module, x: Tensor, y: Tensor, forward: Forward, generator: torch.Generator | None,
+              where: tuple[int | None, int | None]) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor, optimizer: OptimizerLike, *,
@@ -200,68 +208,47 @@ class TrainingMethod:
               backward: Callable[[Tensor], Any], forward: Forward, generator: torch.Generator | None,
               step: int | None, batch: int | None) -> dict[str, float]:
         optimizer.zero_grad()
-        loss, metrics = self.loss(model, x, y, train_model=forward, generator=generator, step=step, batch=batch)
+        loss, metrics = self._loss(model, x, y, forward, generator, (step, batch))
         backward(loss)
         optimizer.step()
         return metrics
 
 
-TRAINING_METHODS: dict[str, type[TrainingMethod]] = {}
-
-
-def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
-    """Class decorator: ``TRAINING_METHODS[cls.name] = cls``."""
-    TRAINING_METHODS[cls.name] = cls
-    return cls
-
-
-@register
 class Clean(TrainingMethod):
     """Cross-entropy on the clean images."""
 
-    name = "clean"
+    name, LABEL = "clean", "clean"
 
-    def loss(self, model, x, y, *, train_model=None, generator=None, step=None, batch=None):
-        forward = model if train_model is None else train_model
+    def _loss(self, model, x, y, forward, generator, where):
         model.train()
-        logits = forward(x.detach())
+        logits = forward(x)
         loss = F.cross_entropy(logits, y)
-        value = check_finite(loss, step=step, batch=batch)
+        value = check_finite(loss, step=where[0], batch=where[1])
         return loss, {"loss": value, "clean_loss": value, "clean_acc": _accuracy(logits, y)}
 
 
-@register
 class PgdAT(TrainingMethod):
     """Madry et al.'s PGD-AT: PGD-k on CE in eval mode, then CE on the adversarial images."""
 
-    name = "pgd_at"
+    name, LABEL = "pgd_at", "PGD-AT-{steps}"
 
-    def label(self) -> str:
-        return f"PGD-AT-{self.config.steps}"
-
-    def loss(self, model, x, y, *, train_model=None, generator=None, step=None, batch=None):
-        forward = model if train_model is None else train_model
+    def _loss(self, model, x, y, forward, generator, where):
         c = self.config
-        x = x.detach()
         metrics = _eval_clean_metrics(model, x, y)
         x_adv = pgd_attack(model, x, y, epsilon=c.epsilon, step_size=c.step_size, steps=c.steps,
                            generator=generator)
         model.train()
         adv_logits = forward(x_adv)
         loss = F.cross_entropy(adv_logits, y)
-        value = check_finite(loss, step=step, batch=batch)
+        value = check_finite(loss, step=where[0], batch=where[1])
         metrics.update(loss=value, adv_loss=value, adv_acc=_accuracy(adv_logits, y))
         return loss, metrics
 
 
-@register
 class Trades(TrainingMethod):
     """TRADES: an attack on the KL in eval mode (:meth:`attack`), then CE + KL/λ in train mode."""
 
-    name = "trades"
-
-    def label(self) -> str:
-        return f"TRADES-PGD-{self.config.steps}"
+    name, LABEL = "trades", "TRADES-PGD-{steps}"
 
     def attack(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """TRADES' PGD-k on the KL; the model is in eval mode."""
@@ -269,16 +256,14 @@ class Trades(TrainingMethod):
         return trades_attack(model, x, epsilon=c.epsilon, step_size=c.step_size, steps=c.steps,
                              init_std=TRADES_INIT_STD, generator=generator)
 
-    def loss(self, model, x, y, *, train_model=None, generator=None, step=None, batch=None):
-        forward = model if train_model is None else train_model
-        x = x.detach()
+    def _loss(self, model, x, y, forward, generator, where):
         model.eval()
         x_adv = self.attack(model, x, generator)
         model.train()
         clean_logits = forward(x)
         adv_logits = forward(x_adv)
         terms = trades_loss(clean_logits, adv_logits, y, trades_lambda=self.config.trades_lambda)
-        value = check_finite(terms.total, step=step, batch=batch)
+        value = check_finite(terms.total, step=where[0], batch=where[1])
         return terms.total, {
             "loss": value,
             "clean_loss": float(terms.natural.item()),
@@ -288,14 +273,10 @@ class Trades(TrainingMethod):
         }
 
 
-@register
 class TradesYopo(Trades):
     """TRADES-YOPO-m-n: the TRADES loss with YOPO's m × n inner maximization of the KL."""
 
-    name = "trades_yopo"
-
-    def label(self) -> str:
-        return f"TRADES-YOPO-{self.config.m}-{self.config.n}"
+    name, LABEL = "trades_yopo", "TRADES-YOPO-{m}-{n}"
 
     def attack(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:
         check_layer_one_interface(model)
@@ -305,7 +286,6 @@ class TradesYopo(Trades):
         return torch.clamp(x + eta, 0.0, 1.0)
 
 
-@register
 class Yopo(TrainingMethod):
     """YOPO-m-n (Zhang et al. 2019, Alg. 1 with CE): one optimizer step after m passes.
 
@@ -318,14 +298,12 @@ class Yopo(TrainingMethod):
     # reference additionally back-propagates −H at the final η into layer one).
     """
 
-    name = "yopo"
+    name, LABEL = "yopo", "YOPO-{m}-{n}"
 
-    def label(self) -> str:
-        return f"YOPO-{self.config.m}-{self.config.n}"
-
-    def loss(self, model, x, y, *, train_model=None, generator=None, step=None, batch=None):
+    def _loss(self, model, x, y, forward, generator, where):
         raise ValueError(
-            "method 'yopo' accumulates gradients over m passes: use adversarial_step, not adversarial_loss"
+            "method 'yopo' accumulates gradients over m passes: use its step() (adversarial_step), not loss() "
+            "(adversarial_loss)"
         )
 
     def _step(self, model, x, y, optimizer, backward, forward, generator, step, batch):
@@ -369,6 +347,7 @@ class Yopo(TrainingMethod):
         return metrics
 
 
+TRAINING_METHODS: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (Clean, PgdAT, Trades, TradesYopo, Yopo)}
 METHODS: tuple[str, ...] = tuple(TRAINING_METHODS)
 
 

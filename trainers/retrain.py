@@ -45,9 +45,10 @@ from search_space.encoding import (
     load_front,
 )
 from search_space.params import count_params
+from trainers import cli
 from trainers.adversarial import AdversarialConfig, make_adversarial_config
 from trainers.checkpoint import atomic_torch_save
-from trainers.cli import ArgumentParser, add_out_argument, setup_logging, usage_error
+from trainers.cli import add_out_argument, usage_error
 from trainers.config import (
     ConfigError,
     DataConfig,
@@ -168,8 +169,8 @@ def _train(model: torch.nn.Module, splits: Any, config: RetrainConfig, device: t
         scheduler.step()
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         if config.probe_batches:
-            val = evaluate_robustness(model, make_loader(splits.val, d.eval_batch_size, shuffle=False), probe,
-                                      progress=False)
+            val = evaluate_robustness(model.eval(), make_loader(splits.val, d.eval_batch_size, shuffle=False),
+                                      probe, progress=False)  # the next epoch starts with model.train()
             record.update(val_clean_acc=val["clean_acc"], val_adv_acc=val["pgd"][0]["acc"])
             if report_intermediate is not None:
                 report_intermediate({"default": record["val_adv_acc"], "clean_acc": record["val_clean_acc"],
@@ -281,12 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m trainers.retrain", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run(args)
+    return cli.main("python -m trainers.retrain", __doc__, add_arguments, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

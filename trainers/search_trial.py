@@ -32,7 +32,8 @@ import torch
 from search_space.encoding import Architecture, ArchitectureError, load_architecture
 from search_space.oneshot import inherit_subnet
 from search_space.params import count_params
-from trainers.cli import ArgumentParser, add_out_argument, setup_logging, usage_error
+from trainers import cli
+from trainers.cli import add_out_argument, usage_error
 from trainers.config import in_nni_trial
 from trainers.evaluation import EvaluationConfig
 
@@ -192,12 +193,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m trainers.search_trial", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run(args)
+    return cli.main("python -m trainers.search_trial", __doc__, add_arguments, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

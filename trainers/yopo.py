@@ -181,17 +181,9 @@ def kl_costate(model: nn.Module, x: Tensor, eta: Tensor, clean_probs: Tensor) ->
     return -grad.detach(), logits.detach()
 
 
-def trades_yopo_perturbation(
-    model: nn.Module,
-    x: Tensor,
-    *,
-    epsilon: float,
-    sigma: float,
-    m: int,
-    n: int,
-    init_std: float = TRADES_INIT_STD,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+def trades_yopo_perturbation(model: nn.Module, x: Tensor, *, epsilon: float, sigma: float, m: int, n: int,
+                             init_std: float = TRADES_INIT_STD,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """TRADES-YOPO-m-n inner maximization: the perturbation η for one batch.
 
     Follows docs/architecture.md §5 and the YOPO reference code (CIFAR10-TRADES experiments):
