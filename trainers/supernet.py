@@ -34,13 +34,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 
 from search_space.encoding import atomic_write_text
 
-from .checkpoint import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    load_checkpoint,
-    load_supernet,
-    subnet_from_checkpoint,
-)
+from .checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from .cli import add_out_argument, usage_error
 from .config import ConfigError, config_to_dict, in_nni_trial, save_resolved
 from .supernet_config import SupernetConfig, ValidationConfig, load_supernet_config
@@ -53,10 +47,8 @@ __all__ = [
     "SupernetModule",
     "ValidationConfig",
     "add_arguments",
-    "load_supernet",
     "load_supernet_config",
     "run",
-    "subnet_from_checkpoint",
     "train_supernet",
 ]
 
