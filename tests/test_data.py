@@ -63,3 +63,10 @@ def test_missing_data_says_how_to_get_it(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was fetched or created
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         get_splits("mnist", tmp_path)
+
+
+def test_fetch_prints_nothing_on_stdout(data_root, capsys, caplog):
+    """``python -m trainers.data fetch-fashion-mnist`` reports through logging, not a stray printed path."""
+    with caplog.at_level("INFO", logger="trainers.data"):
+        assert data.main(["fetch-fashion-mnist", "--root", str(data_root)]) == 0
+    assert capsys.readouterr().out == "" and "Fashion-MNIST already in" in caplog.text
