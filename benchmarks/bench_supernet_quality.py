@@ -17,13 +17,13 @@ import json
 import logging
 import random
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from search_space.encoding import atomic_write_text
 from trainers.checkpoint import load_supernet
+from trainers.cli import setup_logging
 from trainers.config import build_config
 from trainers.sampler import ArchitectureSampler
 from trainers.search_trial import evaluate_inherited
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, help="write the results as JSON")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
+    setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -16,7 +16,6 @@ import random
 import statistics
 import sys
 import time
-import warnings
 
 import torch
 
@@ -24,6 +23,7 @@ from search_space.encoding import SpaceConfig
 from search_space.oneshot import activate, inherit_subnet, to_one_shot
 from search_space.supernet import TamNasSpace
 from trainers.adversarial import make_adversarial_config
+from trainers.cli import quiet_third_party
 from trainers.sampler import ArchitectureSampler, PhaseConfig, SamplerConfig
 
 logger = logging.getLogger("benchmarks.bench_weight_sharing")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
+    quiet_third_party()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -22,6 +22,7 @@ from trainers.adversarial import (
     make_adversarial_config,
 )
 from trainers.evaluation import EvaluationConfig, evaluate_robustness
+from trainers.methods import TRAINING_METHODS, TrainingMethod, training_method
 from trainers.models import SmallCNN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,35 @@ def test_each_method_takes_one_step_and_restores_mode(method, start_in_train):
     assert 0 <= metrics["clean_acc"] <= 1
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert model.training == start_in_train
+
+
+def test_registry_has_one_class_per_method_with_one_interface():
+    assert tuple(TRAINING_METHODS) == METHODS == ("clean", "pgd_at", "trades", "trades_yopo", "yopo")
+    labels = {}
+    for name, cls in TRAINING_METHODS.items():
+        config = AdversarialConfig(method=name, steps=7, m=4, n=2)
+        method = training_method(config)
+        assert type(method) is cls and issubclass(cls, TrainingMethod) and cls.name == name
+        assert method.config is config
+        labels[name] = method.label()
+        assert config.name == labels[name]
+    assert labels == {"clean": "clean", "pgd_at": "PGD-AT-7", "trades": "TRADES-PGD-7",
+                      "trades_yopo": "TRADES-YOPO-4-2", "yopo": "YOPO-4-2"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_step_is_adversarial_step(method):
+    """The class's step and the adversarial_step shortcut do the same update."""
+    config = AdversarialConfig(method=method, steps=2, m=2, n=2)
+    x, y = make_synthetic(16, size=8)
+    updated = []
+    for step in (training_method(config).step, lambda *a, **k: adversarial_step(*a[:4], config, **k)):
+        model = tiny_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        metrics = step(model, x, y, opt, generator=torch.Generator().manual_seed(3))
+        updated.append((metrics, snapshot(model)))
+    (m1, p1), (m2, p2) = updated
+    assert m1 == m2 and all(torch.equal(a, b) for a, b in zip(p1, p2, strict=True))
 
 
 def test_adversarial_loss_returns_a_loss_without_touching_gradients():

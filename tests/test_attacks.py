@@ -244,6 +244,27 @@ def test_evaluation_config_validation_and_dataset_grids():
     assert epsilon_label(8 / 255) == "8/255" and epsilon_label(0.1) == "0.1"
 
 
+def test_one_evaluation_config_reads_the_old_probe_and_grid_keys(caplog):
+    from trainers.config import build_config
+
+    old_probe = {"epsilon": 0.1, "step_size": 0.025, "steps": 10, "bn_recalibration_batches": 3}
+    with caplog.at_level("WARNING"):
+        cfg = build_config(EvaluationConfig, old_probe, "v.yml: validation")
+    assert (cfg.epsilons, cfg.steps, cfg.bn_batches) == ((0.1,), (10,), 3)
+    assert cfg.step_size_ratio == pytest.approx(0.25)
+    assert "v.yml: validation.bn_recalibration_batches is deprecated: write bn_batches" in caplog.text
+    assert build_config(EvaluationConfig, {"test_subset": 8}).examples == 8
+    assert EvaluationConfig().epsilons is None  # the caller's default: the data set's grid or the training ε
+    assert EvaluationConfig().with_default_epsilons((0.1,)).epsilons == (0.1,)
+    assert EvaluationConfig(epsilons=(EPS,)).with_default_epsilons((0.1,)).epsilons == (EPS,)
+    assert EvaluationConfig(epsilons=(EPS,), steps=(10,)).single_attack() == (EPS, 10)
+    with pytest.raises(ValueError, match="epsilons is None"):
+        evaluate_robustness(nn.Linear(1, 1), [], EvaluationConfig())
+    with pytest.raises(ValueError, match="bn_batches"):
+        EvaluationConfig(bn_batches=-1)
+    assert EvaluationConfig(epsilons=(EPS,), steps=(10,)).to_dict()["epsilons"] == [EPS]
+
+
 @pytest.mark.slow
 def test_autoattack_option_is_no_weaker_than_pgd(trained):
     model, x, y = trained

@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from search_space.datasets import DATASET_NAMES, DATASETS
+from trainers import data
+from trainers.config import DataConfig, build_config
 from trainers.data import DataNotFoundError, get_splits
+
+
+def test_every_registry_data_set_can_be_read_and_configured():
+    assert set(data._READERS) == set(DATASET_NAMES)
+    for name in DATASET_NAMES:
+        assert build_config(DataConfig, {"dataset": name}).dataset == name
+        ops = [type(t).__name__ for t in data._transforms(name, train=True).transforms]
+        assert ("RandomHorizontalFlip" in ops) == DATASETS[name].hflip
+        assert ("Pad" in ops) == bool(DATASETS[name].pad_to_32)
 
 
 def test_fashion_mnist_real_files(data_root):
@@ -51,3 +63,10 @@ def test_missing_data_says_how_to_get_it(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was fetched or created
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         get_splits("mnist", tmp_path)
+
+
+def test_fetch_prints_nothing_on_stdout(data_root, capsys, caplog):
+    """``python -m trainers.data fetch-fashion-mnist`` reports through logging, not a stray printed path."""
+    with caplog.at_level("INFO", logger="trainers.data"):
+        assert data.main(["fetch-fashion-mnist", "--root", str(data_root)]) == 0
+    assert capsys.readouterr().out == "" and "Fashion-MNIST already in" in caplog.text

@@ -34,7 +34,7 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
     sets = {
         "data.root": str(data_root), "data.train_subset": 16, "data.val_subset": 8, "data.batch_size": 8,
         "data.eval_batch_size": 8, "data.val_size": 64, "adversarial.m": 1, "adversarial.n": 1,
-        "validation.steps": 1, "validation.bn_recalibration_batches": 1, "validation.max_batches": 1,
+        "validation.steps": [1], "validation.bn_batches": 1, "validation.max_batches": 1,
         "sampler.phases": [{"name": "block", "epochs": 2, "param_range": [1.3e6, 1.7e6]},
                            {"name": "joint", "epochs": 2, "sample_ratios": True, "initial_ratios": [1.8, 2.0],
                             "widen_every": 1, "param_range": [1.3e6, 2.1e6], "milestones": [3]}],
@@ -67,11 +67,22 @@ def test_preset_regimes():
     assert names["svhn_s5_eps8"].data.dataset == "svhn" and names["svhn_s5_eps8"].adversarial.steps == 5
     assert names["svhn_2s1_eps8"].width_multiplier == 2
     quick = names["fashion_mnist_quick"]
-    assert quick.adversarial.epsilon == pytest.approx(0.1) and quick.validation.epsilon == pytest.approx(0.1)
+    assert quick.adversarial.epsilon == pytest.approx(0.1) and quick.probe_attack() == pytest.approx((0.1, 10, 0.025))
     # clean warm-up phase, then the configured TRADES-YOPO; the paper presets never override the method
     assert quick.phase_adversarial(0).method == "clean" and quick.phase_adversarial(0).epsilon == pytest.approx(0.1)
     assert quick.phase_adversarial(1) is quick.adversarial and quick.adversarial.method == "trades_yopo"
     assert all(p.method is None for c in names.values() if c is not quick for p in c.sampler.phases)
+
+
+def test_probe_is_one_attack_and_data_root_is_recorded_absolute(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="validation.epsilons, steps: the probe runs one PGD attack"):
+        load_supernet_config(QUICK, ["validation.steps=[10, 20]"])
+    cfg = load_supernet_config(QUICK, ["validation.epsilons=null"])
+    assert cfg.probe_attack()[0] == cfg.adversarial.epsilon  # default: the training ε
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAMNAS_DATA", raising=False)
+    assert cfg.data.root is None and cfg.with_absolute_data_root().data.root == str(tmp_path / "data")
+    assert load_supernet_config(QUICK, ["data.root=d"]).with_absolute_data_root().data.root == str(tmp_path / "d")
 
 
 def _write(tmp_path: Path, text: str, name: str = "c.yml") -> Path:

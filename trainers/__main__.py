@@ -7,23 +7,24 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import logging
 import sys
-import warnings
+
+from trainers.cli import ArgumentParser, setup_logging
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "supernet": ("trainers.supernet", "one-shot adversarial supernet training (paper Algorithm 1)"),
     "evaluate": ("trainers.search_trial", "score one architecture with inherited supernet weights (search trial)"),
-    "retrain": ("trainers.retrain", "retrain front architectures; build the retrain space; gather results"),
+    "retrain": ("trainers.retrain", "retrain front architectures; build the retrain search space"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    import argparse
+
+    parser = ArgumentParser(prog="python -m trainers", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -33,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == chosen:  # import only the module of the subcommand being run
             importlib.import_module(module_name).add_arguments(p)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # NNI warns that some torch classes are "not a nn.Module" on import: harmless (DESIGN §8).
-    warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
+    setup_logging(args.verbose)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     return int(module.run(args))
 

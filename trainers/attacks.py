@@ -1,7 +1,7 @@
 """L∞ PGD attacks and the TRADES loss used for adversarial training.
 
 Inputs are images in [0, 1]; normalization, if any, lives inside the model
-(DESIGN §5). Evaluation uses torchattacks (see :mod:`trainers.evaluation`);
+(docs/architecture.md §5). Evaluation uses torchattacks (see :mod:`trainers.evaluation`);
 the attacks here are the training-time inner maximizations, written so that
 
 * they never change the model's mode (the caller chooses eval or train mode);
@@ -30,15 +30,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "TRADES_INIT_STD",
     "TradesLoss",
     "check_attack_settings",
     "linf_box",
+    "normal_start",
     "pgd_attack",
     "project_linf",
     "trades_attack",
     "trades_kl",
     "trades_loss",
+    "uniform_start",
 ]
+
+# Standard deviation of the Gaussian start of the TRADES and TRADES-YOPO attacks (TRADES/YOPO code).
+TRADES_INIT_STD: float = 0.001
 
 
 def check_attack_settings(epsilon: float, step_size: float, steps: int, *, prefix: str = "") -> None:
@@ -86,18 +92,24 @@ def project_linf(x: Tensor, x_adv: Tensor, epsilon: float) -> Tensor:
     return torch.clamp(x_adv, min=lower, max=upper)
 
 
-def _uniform_start(x: Tensor, epsilon: float, generator: torch.Generator | None) -> Tensor:
+def uniform_start(x: Tensor, epsilon: float, generator: torch.Generator | None = None) -> Tensor:
+    """A uniform random point of the L∞ ε-ball around ``x``, clipped to [0, 1] (PGD's and YOPO's start).
+
+    With ``generator=None`` the draw is torchattacks' ``PGD`` one, so both agree on a fixed global seed.
+    """
     if generator is None:
-        # Same draw as torchattacks.PGD, so both agree on a fixed global seed.
         noise = torch.empty_like(x).uniform_(-epsilon, epsilon)
     else:
         noise = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * epsilon
     return torch.clamp(x + noise, min=0.0, max=1.0)
 
 
-def _normal_start(x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+def normal_start(x: Tensor, std: float = TRADES_INIT_STD, generator: torch.Generator | None = None) -> Tensor:
+    """``x + std · N(0, 1)`` clipped to [0, 1] (the start of TRADES and TRADES-YOPO).
+
+    With ``generator=None`` the draw is torchattacks' ``TPGD`` one (and the TRADES reference code's).
+    """
     if generator is None:
-        # Same draw as torchattacks.TPGD (and the TRADES reference code).
         noise = std * torch.randn_like(x)
     else:
         noise = std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -147,7 +159,7 @@ def pgd_attack(
     check_attack_settings(epsilon, step_size, steps)
     x = x.detach()
     lower, upper = linf_box(x, epsilon)
-    x_adv = _uniform_start(x, epsilon, generator) if random_start else x.clone()
+    x_adv = uniform_start(x, epsilon, generator) if random_start else x.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = F.cross_entropy(model(x_adv), y)
@@ -204,7 +216,7 @@ def trades_attack(
     epsilon: float,
     step_size: float,
     steps: int,
-    init_std: float = 0.001,
+    init_std: float = TRADES_INIT_STD,
     clean_logits: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -242,7 +254,7 @@ def trades_attack(
             clean_logits = model(x)
     clean_logits = clean_logits.detach()
     lower, upper = linf_box(x, epsilon)
-    x_adv = _normal_start(x, init_std, generator)
+    x_adv = normal_start(x, init_std, generator)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = trades_kl(clean_logits, model(x_adv), reduction="sum")

@@ -8,8 +8,9 @@ a value out of range -- raises one :class:`ConfigError` naming the file and the 
     configs/supernet/x.yml: sampler.phases[1].param_range: expected 2 numbers, got [1]
 
 The sections shared by all trainers (:class:`DataConfig`, :class:`OptimizerConfig`,
-:class:`TrainerConfig`, :class:`ProbeConfig`) live here, so the supernet trainer and the
-retrain trial read the same keys the same way. A schema field may carry metadata:
+:class:`TrainerConfig`) live here, so the supernet trainer and the retrain trial read the same
+keys the same way (the evaluation settings are :class:`trainers.evaluation.EvaluationConfig`).
+A schema field may carry metadata:
 
 ``check``
     ``callable(value)`` raising ``ValueError`` if the value is out of range;
@@ -18,6 +19,8 @@ retrain trial read the same keys the same way. A schema field may carry metadata
     raising ``ValueError`` with a message.
 
 Fractions such as ``8/255`` are accepted wherever a float is expected (the paper writes ε so).
+A schema class may read older spellings of its keys with a classmethod
+``upgrade_keys(data, where) -> dict`` (see :func:`rename_keys`), called before the keys are checked.
 The resolved config -- every key, defaults filled in -- is what :func:`save_resolved` writes
 next to the outputs (``config.resolved.yml``), in the timm ``args.yaml`` tradition.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -38,13 +42,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from search_space.datasets import DATASET_NAMES
 from search_space.encoding import atomic_write_text
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "OptimizerConfig",
-    "ProbeConfig",
     "TrainerConfig",
     "apply_overrides",
     "build_config",
@@ -52,12 +56,16 @@ __all__ = [
     "check_positive",
     "check_non_negative",
     "config_to_dict",
+    "default_root",
     "load_config",
     "load_yaml",
     "one_of",
     "parse_float",
+    "rename_keys",
     "save_resolved",
 ]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BASE_KEY = "base"
@@ -131,8 +139,7 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: {BASE_KEY}: circular inheritance through {[str(p) for p in _seen]}")
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
@@ -183,6 +190,20 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, source
                 raise ConfigError(f"{source}: {'.'.join(parts[:depth + 1])}: is not a section, cannot set {key}")
             node = child
         node[parts[-1]] = value
+    return out
+
+
+def rename_keys(data: Mapping[str, Any], renamed: Mapping[str, str], where: str = "") -> dict[str, Any]:
+    """``data`` with each deprecated key of ``renamed`` (old -> new) moved to its new name, with a warning.
+
+    Where both are given the old one wins: it comes from an older command or override written on
+    top of a file that already uses the new name (e.g. ``--set validation.bn_recalibration_batches=1``).
+    """
+    out = dict(data)
+    for old, new in renamed.items():
+        if old in out:
+            logger.warning("%s%s is deprecated: write %s", where, old, new)
+            out[new] = out.pop(old)
     return out
 
 
@@ -260,6 +281,9 @@ def build_config(cls: type[T], data: Any, where: str = "") -> T:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{section}: expected a mapping, got {data!r}")
+    upgrade = getattr(cls, "upgrade_keys", None)
+    if upgrade is not None:
+        data = upgrade(data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [str(k) for k in data if k not in fields]
@@ -325,12 +349,17 @@ def save_resolved(config: Any, path: str | os.PathLike, **extra: Any) -> dict[st
 
 
 # --------------------------------------------------------------------------- shared sections
+def default_root() -> Path:
+    """Where the data sets are when a config does not say: ``$TAMNAS_DATA`` or ``./data``."""
+    return Path(os.environ.get("TAMNAS_DATA", "data"))
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Data set, split and loader settings (DESIGN §9)."""
+    """Data set, split and loader settings (docs/architecture.md §9)."""
 
-    dataset: str = field(default="cifar10", metadata={"check": one_of("cifar10", "svhn", "fashion_mnist")})
-    root: str | None = None  # default: $TAMNAS_DATA or ./data
+    dataset: str = field(default="cifar10", metadata={"check": one_of(*DATASET_NAMES)})
+    root: str | None = None  # default: $TAMNAS_DATA or ./data; supernet training records it absolute
     download: bool = False
     val_size: int = field(default=5000, metadata={"check": check_positive})
     split_seed: int = 0
@@ -351,18 +380,6 @@ class OptimizerConfig:
     weight_decay: float = field(default=5e-4, metadata={"check": check_non_negative})
     nesterov: bool = False
     lr_gamma: float = field(default=0.1, metadata={"check": check_positive})
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """How a model is probed for clean and PGD accuracy during training (validation split)."""
-
-    epsilon: float = field(default=8 / 255, metadata={"check": check_fraction})
-    step_size: float = field(default=2 / 255, metadata={"check": check_positive})
-    steps: int = field(default=10, metadata={"check": check_positive})
-    max_batches: int | None = field(default=None, metadata={"check": check_positive})
-    bn_recalibration_batches: int = field(default=20, metadata={"check": check_non_negative})
-    every_n_epochs: int = field(default=1, metadata={"check": check_positive})
 
 
 @dataclass(frozen=True)

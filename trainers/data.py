@@ -3,6 +3,7 @@
 The search never looks at the test split: ``train`` and ``val`` are a seeded split of the
 training set (``val`` without augmentation); only final evaluation reads ``test``.
 
+Which data sets exist, and their padding and flips, is the registry :mod:`search_space.datasets`.
 Augmentation follows the paper: pad 4 + random crop, plus horizontal flip for CIFAR-10 and
 Fashion-MNIST (clothes are left-right symmetric), no flip for SVHN digits. Fashion-MNIST is
 zero-padded from 28x28 to 32x32 so the Table I macro-architecture applies unchanged.
@@ -14,13 +15,13 @@ else through torchvision's download.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,56 +29,65 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
+from search_space.datasets import dataset_spec
+from trainers.cli import ArgumentParser, setup_logging
+from trainers.config import default_root
+
 logger = logging.getLogger(__name__)
 
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-DATASETS = ("cifar10", "svhn", "fashion_mnist")
 
 
 class DataNotFoundError(FileNotFoundError):
     """A data set is not on disk; the message says how to get it."""
 
 
-def default_root() -> Path:
-    """``$TAMNAS_DATA`` or ``./data``."""
-    return Path(os.environ.get("TAMNAS_DATA", "data"))
-
-
 def _transforms(name: str, train: bool) -> transforms.Compose:
+    spec = dataset_spec(name)
     ops: list = []
-    if name == "fashion_mnist":
-        ops.append(transforms.Pad(2))
+    if spec.pad_to_32:
+        ops.append(transforms.Pad(spec.pad_to_32))
     if train:
-        ops.append(transforms.RandomCrop(32, padding=4))
-        if name != "svhn":
+        ops.append(transforms.RandomCrop(spec.resolution, padding=4))
+        if spec.hflip:
             ops.append(transforms.RandomHorizontalFlip())
     ops.append(transforms.ToTensor())
     return transforms.Compose(ops)
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """How torchvision reads one registry data set, and how to get its files."""
+
+    open: Callable[[str, bool, transforms.Compose, bool], Dataset]  # (root, train, transform, download)
+    hint: str  # {root} is filled in
+
+
+# One reader per data set of the registry (tests/test_data.py checks that none is missing).
+_READERS: dict[str, _Reader] = {
+    "cifar10": _Reader(lambda root, train, tf, dl: datasets.CIFAR10(root, train=train, transform=tf, download=dl),
+                       "pass download=True (--download) where the internet is reachable, or put "
+                       "cifar-10-batches-py/ under {root}"),
+    "svhn": _Reader(lambda root, train, tf, dl: datasets.SVHN(root, split="train" if train else "test",
+                                                              transform=tf, download=dl),
+                    "pass download=True (--download) where the internet is reachable, or put "
+                    "train_32x32.mat and test_32x32.mat under {root}"),
+    "fashion_mnist": _Reader(lambda root, train, tf, dl: datasets.FashionMNIST(root, train=train, transform=tf,
+                                                                               download=dl),
+                             "run `python -m trainers.data fetch-fashion-mnist --root {root}` "
+                             "(Debian: apt-get install dataset-fashion-mnist)"),
+}
+
+
 def _raw_dataset(name: str, root: Path, split: str, train_transform: bool, download: bool) -> Dataset:
-    tf = _transforms(name, train_transform)
+    reader = _READERS[dataset_spec(name).name]
     try:
-        if name == "cifar10":
-            return datasets.CIFAR10(str(root), train=split == "train", transform=tf, download=download)
-        if name == "svhn":
-            return datasets.SVHN(str(root), split="train" if split == "train" else "test", transform=tf,
-                                 download=download)
-        if name == "fashion_mnist":
-            return datasets.FashionMNIST(str(root), train=split == "train", transform=tf, download=download)
+        return reader.open(str(root), split == "train", _transforms(name, train_transform), download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        hint = {
-            "fashion_mnist": f"run `python -m trainers.data fetch-fashion-mnist --root {root}` "
-                             "(Debian: apt-get install dataset-fashion-mnist)",
-            "cifar10": f"pass download=True (--download) where the internet is reachable, or put "
-                       f"cifar-10-batches-py/ under {root}",
-            "svhn": f"pass download=True (--download) where the internet is reachable, or put "
-                    f"train_32x32.mat and test_32x32.mat under {root}",
-        }[name]
-        raise DataNotFoundError(f"{name} not found under {root}: {e}. To get it: {hint}") from None
-    raise ValueError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
+        raise DataNotFoundError(f"{name} not found under {root}: {e}. To get it: "
+                                f"{reader.hint.format(root=root)}") from None
 
 
 @dataclass
@@ -95,8 +105,10 @@ def get_splits(name: str, root: str | os.PathLike | None = None, *, val_size: in
     ``val_size`` (count, or a fraction of the training set) is held out from the training set
     by a permutation fixed by ``seed``; ``*_subset`` keep the first N of each split (quick presets).
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset: unknown data set {name!r}; expected one of {list(DATASETS)}")
+    try:
+        dataset_spec(name)
+    except ValueError as e:
+        raise ValueError(f"dataset: {e}") from None
     root = Path(root) if root is not None else default_root()
     train_full = _raw_dataset(name, root, "train", augment, download)
     train_plain = _raw_dataset(name, root, "train", False, False)
@@ -145,21 +157,24 @@ def fetch_fashion_mnist(root: str | os.PathLike) -> Path:
     logger.info("Debian's dataset-fashion-mnist unavailable; trying torchvision's download")
     datasets.FashionMNIST(str(root), train=True, download=True)
     datasets.FashionMNIST(str(root), train=False, download=True)
+    logger.info("Fashion-MNIST downloaded into %s", raw)
     return raw
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    import argparse
+
+    parser = ArgumentParser(prog="python -m trainers.data", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch-fashion-mnist", help="put Fashion-MNIST under ROOT/FashionMNIST/raw")
     p.add_argument("--root", default=str(default_root()))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     try:
-        print(fetch_fashion_mnist(args.root))
+        fetch_fashion_mnist(args.root)
     except (OSError, RuntimeError) as e:
-        print(f"error: could not get Fashion-MNIST: {e}", file=sys.stderr)
+        sys.stderr.write(f"error: could not get Fashion-MNIST: {e}\n")
         return 1
     return 0
 

@@ -6,6 +6,10 @@ for every ε in a list × every number of steps in a list -- paper:
 AutoAttack as the stronger check. Results are plain JSON-able dicts with
 numbers (accuracies as fractions in [0, 1]); :func:`robustness_table` renders
 one or more of them in the paper's column layout (accuracies in %).
+
+:class:`EvaluationConfig` is the one set of evaluation settings: the retrain grid (the
+``evaluation:`` section of a retrain config), the supernet's end-of-epoch probe (its
+``validation:`` section) and the search trial (its flags) all read it.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torchattacks
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from search_space.datasets import DATASETS, PAPER_EPSILONS, dataset_spec
 from trainers.attacks import check_attack_settings
+from trainers.config import ConfigError, parse_float, rename_keys
 
 __all__ = [
     "DATASET_EPSILONS",
@@ -36,28 +42,30 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PAPER_EPSILONS: tuple[float, ...] = (2 / 255, 4 / 255, 6 / 255, 8 / 255)
 PAPER_STEPS: tuple[int, ...] = (10, 30, 50)
 
-# ε grid per data set. CIFAR-10/SVHN: the paper's. Fashion-MNIST is usually
-# evaluated at ε = 0.1, so its grid is the paper's scaled to end at 0.1.
-DATASET_EPSILONS: dict[str, tuple[float, ...]] = {
-    "cifar10": PAPER_EPSILONS,
-    "svhn": PAPER_EPSILONS,
-    "fashion_mnist": tuple(0.1 * e / PAPER_EPSILONS[-1] for e in PAPER_EPSILONS),
-}
+# ε grid per data set (search_space.datasets): CIFAR-10/SVHN the paper's, Fashion-MNIST's scaled to end at 0.1.
+DATASET_EPSILONS: dict[str, tuple[float, ...]] = {name: spec.epsilons for name, spec in DATASETS.items()}
 
 _AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 
 
+def _check_count(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"evaluation.{name} must be an int >= {minimum}{' or None' if minimum else ''}, "
+                         f"got {value!r}")
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Settings of the evaluation grid; validated on construction.
+    """Evaluation settings (clean + PGD grid, optional AutoAttack, sizes); validated on construction.
 
     Parameters
     ----------
-    epsilons : sequence of float
-        L∞ radii in input units (images in [0, 1]).
+    epsilons : sequence of float, optional
+        L∞ radii in input units (images in [0, 1]). None: the caller's default -- the data set's
+        grid for the retrain grid, the training ε for the supernet's probe and the search trial
+        (:meth:`with_default_epsilons`).
     steps : sequence of int
         PGD step counts.
     step_size_ratio : float
@@ -68,25 +76,40 @@ class EvaluationConfig:
         Default: the largest of ``epsilons``.
     autoattack_version : {"standard", "plus", "rand"}
         torchattacks' AutoAttack version.
-    seed : int
-        Seeds the random starts (the global RNG is restored afterwards).
+    seed : int, optional
+        Seeds the random starts (the global RNG is restored afterwards); None: the run's seed (0
+        for a bare :func:`evaluate_robustness`).
+    examples : int, optional
+        Evaluate the first N images of the split (None: all of it).
     max_batches : int, optional
         Evaluate only the first batches (quick runs).
+    batch_size : int, optional
+        Evaluation batch size; None: the data config's ``eval_batch_size``.
+    bn_batches : int
+        Training batches that re-estimate the BN statistics of a subnet with inherited weights
+        before it is evaluated (probe, search trial; fine-tuning's start).
     """
 
-    epsilons: tuple[float, ...] = PAPER_EPSILONS
+    epsilons: tuple[float, ...] | None = None
     steps: tuple[int, ...] = PAPER_STEPS
     step_size_ratio: float = 0.25
     autoattack: bool = False
     autoattack_epsilon: float | None = None
     autoattack_version: str = "standard"
-    seed: int = 0
+    seed: int | None = None
+    examples: int | None = None
     max_batches: int | None = None
+    batch_size: int | None = None
+    bn_batches: int = 20
+
+    # Keys of the older per-use sections (ProbeConfig, GridConfig), still read.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"bn_recalibration_batches": "bn_batches", "test_subset": "examples"}
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilons", tuple(self.epsilons))
+        if self.epsilons is not None:
+            object.__setattr__(self, "epsilons", tuple(self.epsilons))
         object.__setattr__(self, "steps", tuple(self.steps))
-        for eps in self.epsilons:
+        for eps in self.epsilons or ():
             check_attack_settings(eps, 1.0, 1, prefix="evaluation.")
         for steps in self.steps:
             check_attack_settings(0.0, 1.0, steps, prefix="evaluation.")
@@ -95,28 +118,54 @@ class EvaluationConfig:
             raise ValueError(f"evaluation.step_size_ratio must be a finite number > 0, got {r!r}")
         if self.autoattack_epsilon is not None:
             check_attack_settings(self.autoattack_epsilon, 1.0, 1, prefix="evaluation.autoattack_")
-        if self.autoattack and self.autoattack_epsilon is None and not self.epsilons:
+        if self.autoattack and self.autoattack_epsilon is None and self.epsilons == ():
             raise ValueError("evaluation.autoattack needs autoattack_epsilon when epsilons is empty")
         if self.autoattack_version not in _AUTOATTACK_VERSIONS:
             raise ValueError(
                 f"evaluation.autoattack_version must be one of {_AUTOATTACK_VERSIONS}, got {self.autoattack_version!r}"
             )
-        if self.max_batches is not None and (isinstance(self.max_batches, bool) or self.max_batches < 1):
-            raise ValueError(f"evaluation.max_batches must be >= 1 or None, got {self.max_batches!r}")
+        for name, minimum in (("examples", 1), ("max_batches", 1), ("batch_size", 1), ("bn_batches", 0)):
+            _check_count(name, getattr(self, name), minimum)
+
+    @classmethod
+    def upgrade_keys(cls, data: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+        """Read the older spellings: renamed keys, a probe's single ``epsilon``/``step_size``, an int ``steps``."""
+        out = rename_keys(data, cls.RENAMED_KEYS, where)
+        if isinstance(out.get("steps"), int) and not isinstance(out["steps"], bool):
+            out["steps"] = [out["steps"]]
+        if "epsilon" in out:
+            logger.warning("%sepsilon is deprecated: write epsilons: [ε]", where)
+            out["epsilons"] = [out.pop("epsilon")]
+        if "step_size" in out:
+            logger.warning("%sstep_size is deprecated: write step_size_ratio (PGD step / ε)", where)
+            try:
+                eps = parse_float(out["epsilons"][0]) if out.get("epsilons") else 8 / 255
+                out["step_size_ratio"] = parse_float(out.pop("step_size")) / eps
+            except (ValueError, ZeroDivisionError) as e:
+                raise ConfigError(f"{where}step_size: {e}") from None
+        return out
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides: Any) -> EvaluationConfig:
         """The grid for a data set (``cifar10``, ``svhn``, ``fashion_mnist``) with overrides."""
-        key = dataset.lower().replace("-", "_")
-        if key not in DATASET_EPSILONS:
-            raise ValueError(
-                f"unknown data set {dataset!r} for the ε grid; known: {', '.join(DATASET_EPSILONS)}"
-            )
-        return replace(cls(epsilons=DATASET_EPSILONS[key]), **overrides)
+        spec = dataset_spec(dataset.lower().replace("-", "_"))
+        return replace(cls(epsilons=spec.epsilons), **overrides)
+
+    def with_default_epsilons(self, epsilons: Sequence[float]) -> EvaluationConfig:
+        """This config, with ``epsilons`` where it has None."""
+        return self if self.epsilons is not None else replace(self, epsilons=tuple(epsilons))
+
+    def single_attack(self, what: str = "evaluation") -> tuple[float | None, int]:
+        """``(ε or None, steps)`` of a config that runs one PGD attack (probe, search trial); ``ValueError`` otherwise."""
+        if len(self.steps) != 1 or (self.epsilons is not None and len(self.epsilons) != 1):
+            eps = None if self.epsilons is None else list(self.epsilons)
+            raise ValueError(f"epsilons, steps: {what} runs one PGD attack: give one epsilon and one steps value, "
+                             f"got epsilons {eps} and steps {list(self.steps)}")
+        return (None if self.epsilons is None else self.epsilons[0]), self.steps[0]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["epsilons"] = list(self.epsilons)
+        out["epsilons"] = None if self.epsilons is None else list(self.epsilons)
         out["steps"] = list(self.steps)
         return out
 
@@ -143,6 +192,59 @@ def _count_correct(model: nn.Module, attack: torchattacks.attack.Attack, x: Tens
         return int((model(x_adv).argmax(1) == y).sum())
 
 
+@dataclass
+class _Counts:
+    """Correct predictions so far: clean, per (ε, steps) of the grid, AutoAttack; and images seen."""
+
+    pgd: list[int]
+    clean: int = 0
+    autoattack: int = 0
+    total: int = 0
+
+
+def _count_batch(model: nn.Module, x: Tensor, y: Tensor, config: EvaluationConfig,
+                 grid: list[tuple[float, int]], counts: _Counts, aa_eps: float | None,
+                 num_classes: int | None) -> None:
+    with torch.no_grad():
+        logits = model(x)
+    counts.clean += int((logits.argmax(1) == y).sum())
+    counts.total += y.numel()
+    for k, (eps, steps) in enumerate(grid):
+        attack = torchattacks.PGD(model, eps=eps, alpha=config.step_size_ratio * eps, steps=steps, random_start=True)
+        counts.pgd[k] += _count_correct(model, attack, x, y)
+    if config.autoattack:
+        n_classes = num_classes if num_classes is not None else logits.shape[1]
+        attack = torchattacks.AutoAttack(model, norm="Linf", eps=aa_eps, version=config.autoattack_version,
+                                         n_classes=n_classes, seed=config.seed or 0)
+        counts.autoattack += _count_correct(model, attack, x, y)
+
+
+def _result(model: nn.Module, config: EvaluationConfig, grid: list[tuple[float, int]], counts: _Counts,
+            aa_eps: float | None) -> dict[str, Any]:
+    total = counts.total
+    return {
+        "num_examples": total,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "clean_acc": counts.clean / total,
+        "pgd": [
+            {
+                "epsilon": eps,
+                "epsilon_label": epsilon_label(eps),
+                "steps": steps,
+                "step_size": config.step_size_ratio * eps,
+                "acc": counts.pgd[k] / total,
+            }
+            for k, (eps, steps) in enumerate(grid)
+        ],
+        "autoattack": (
+            {"epsilon": aa_eps, "version": config.autoattack_version, "acc": counts.autoattack / total}
+            if config.autoattack
+            else None
+        ),
+        "config": config.to_dict(),
+    }
+
+
 def evaluate_robustness(
     model: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],
@@ -164,7 +266,7 @@ def evaluate_robustness(
     loader : iterable of (images, labels)
         Images in [0, 1].
     config : EvaluationConfig, optional
-        The grid; default the paper's.
+        The grid (its ``epsilons`` set); default the paper's.
     num_classes : int, optional
         Needed by AutoAttack; inferred from the logits if omitted.
     progress : bool
@@ -178,7 +280,10 @@ def evaluate_robustness(
         "autoattack": {"epsilon", "version", "acc"} or None, "config": {...}}``,
         accuracies as fractions in [0, 1].
     """
-    config = config or EvaluationConfig()
+    config = config or EvaluationConfig(epsilons=PAPER_EPSILONS)
+    if config.epsilons is None:
+        raise ValueError("evaluate_robustness: config.epsilons is None; fill it in first "
+                         "(EvaluationConfig.with_default_epsilons or for_dataset)")
     device = _model_device(model)
     was_training = model.training
     if was_training:
@@ -188,78 +293,31 @@ def evaluate_robustness(
             stacklevel=2,
         )
     grid = [(eps, steps) for steps in config.steps for eps in config.epsilons]
-    correct_pgd = [0] * len(grid)
-    correct_clean = 0
-    correct_aa = 0
-    total = 0
+    counts = _Counts(pgd=[0] * len(grid))
     aa_eps = config.autoattack_epsilon
     if config.autoattack and aa_eps is None:
         aa_eps = max(config.epsilons)
-
+    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
     model.eval()
     try:
-        cuda_devices = (
-            [device.index if device.index is not None else torch.cuda.current_device()]
-            if device.type == "cuda"
-            else []
-        )
         with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(config.seed)
+            torch.manual_seed(config.seed or 0)
             batches = tqdm(loader, desc="robustness", unit="batch", disable=not progress, leave=False)
             for index, (x, y) in enumerate(batches):
                 if config.max_batches is not None and index >= config.max_batches:
                     break
-                x, y = x.to(device), y.to(device)
-                with torch.no_grad():
-                    logits = model(x)
-                correct_clean += int((logits.argmax(1) == y).sum())
-                total += y.numel()
-                for k, (eps, steps) in enumerate(grid):
-                    attack = torchattacks.PGD(
-                        model, eps=eps, alpha=config.step_size_ratio * eps, steps=steps, random_start=True
-                    )
-                    correct_pgd[k] += _count_correct(model, attack, x, y)
-                if config.autoattack:
-                    n_classes = num_classes if num_classes is not None else logits.shape[1]
-                    attack = torchattacks.AutoAttack(
-                        model,
-                        norm="Linf",
-                        eps=aa_eps,
-                        version=config.autoattack_version,
-                        n_classes=n_classes,
-                        seed=config.seed,
-                    )
-                    correct_aa += _count_correct(model, attack, x, y)
-                batches.set_postfix(clean=f"{correct_clean / total:.3f}")
+                _count_batch(model, x.to(device), y.to(device), config, grid, counts, aa_eps, num_classes)
+                batches.set_postfix(clean=f"{counts.clean / counts.total:.3f}")
     finally:
         model.train(was_training)
 
-    if total == 0:
+    if counts.total == 0:
         raise ValueError("evaluate_robustness got an empty loader")
-    result: dict[str, Any] = {
-        "num_examples": total,
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "clean_acc": correct_clean / total,
-        "pgd": [
-            {
-                "epsilon": eps,
-                "epsilon_label": epsilon_label(eps),
-                "steps": steps,
-                "step_size": config.step_size_ratio * eps,
-                "acc": correct_pgd[k] / total,
-            }
-            for k, (eps, steps) in enumerate(grid)
-        ],
-        "autoattack": (
-            {"epsilon": aa_eps, "version": config.autoattack_version, "acc": correct_aa / total}
-            if config.autoattack
-            else None
-        ),
-        "config": config.to_dict(),
-    }
+    result = _result(model, config, grid, counts, aa_eps)
     logger.info(
         "evaluated %d examples: clean %.4f, %s",
-        total,
+        counts.total,
         result["clean_acc"],
         ", ".join(f"PGD{r['steps']}@{r['epsilon_label']} {r['acc']:.4f}" for r in result["pgd"]),
     )

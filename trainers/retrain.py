@@ -1,16 +1,20 @@
-"""Retraining the front architectures (paper §IV-A3, §IV-C; DESIGN §1).
+"""Retraining the front architectures (paper §IV-A3, §IV-C; docs/architecture.md §1).
 
 Each front architecture is trained from scratch (the paper's winner) or fine-tuned from the
-supernet, with the shared adversarial training step, then evaluated on the **test** split with
-the paper's grid (clean + PGD over ε × steps; AutoAttack optional). One retrain is one NNI trial
-(``nni_configs/retrain.yml``): the retrain experiment's search space is a single choice,
-``arch``, over the front's architecture keys (:func:`retrain_search_space`).
+supernet, with the shared training method (:mod:`trainers.methods`), then evaluated on the
+**test** split with the paper's grid (clean + PGD over ε × steps; AutoAttack optional): the
+``evaluation:`` section, an :class:`~trainers.evaluation.EvaluationConfig`. One retrain is one
+NNI trial (``nni_configs/retrain.yml``): the retrain experiment's search space is a single
+choice, ``arch``, over the front's architecture keys (:func:`retrain_search_space`).
+
+``init: auto`` (the quick preset's) fine-tunes when a supernet checkpoint is given
+(``--checkpoint`` or ``supernet_checkpoint``) and trains from scratch otherwise; a scratch run
+of fewer than :data:`SCRATCH_MIN_EPOCHS` epochs logs a warning, since it stays near chance.
 
 Each run writes, atomically, into its output directory:
 ``weights.pt`` (state dict, loads with ``torch.load(weights_only=True)``), ``model.ts``
 (TorchScript), ``architecture.json``, ``result.json`` (metrics + grid) and
-``config.resolved.yml`` (every key and the seed). :func:`gather` turns many of those into one
-CSV and one Markdown table in the paper's layout.
+``config.resolved.yml`` (every key and the seed).
 
 Full-scale schedule (paper): 100 epochs, lr 0.1 ÷10 at 20/40/80, weight decay 5e-3, batch 512.
 """
@@ -18,21 +22,20 @@ Full-scale schedule (paper): 100 epochs, lr 0.1 ÷10 at 20/40/80, weight decay 5
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
+from search_space.datasets import dataset_spec
 from search_space.encoding import (
     Architecture,
     ArchitectureError,
@@ -42,8 +45,10 @@ from search_space.encoding import (
     load_front,
 )
 from search_space.params import count_params
-from trainers.adversarial import AdversarialConfig, adversarial_step, make_adversarial_config
+from trainers import cli
+from trainers.adversarial import AdversarialConfig, make_adversarial_config
 from trainers.checkpoint import atomic_torch_save
+from trainers.cli import add_out_argument, usage_error
 from trainers.config import (
     ConfigError,
     DataConfig,
@@ -53,21 +58,16 @@ from trainers.config import (
     in_nni_trial,
     load_config,
     one_of,
+    rename_keys,
     save_resolved,
 )
+from trainers.evaluation import EvaluationConfig, evaluate_robustness
+from trainers.methods import training_method
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class GridConfig:
-    """The final test-split evaluation (paper Tables II-XII); ``epsilons: null`` = the data set's grid."""
-
-    epsilons: tuple[float, ...] | None = None
-    steps: tuple[int, ...] = (10, 30, 50)
-    autoattack: bool = False
-    test_subset: int | None = field(default=None, metadata={"check": check_positive})
-    batch_size: int = field(default=512, metadata={"check": check_positive})
+# A scratch run shorter than this stays near chance (2 quick epochs: ~10 % clean on Fashion-MNIST).
+SCRATCH_MIN_EPOCHS = 20
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,13 @@ class RetrainConfig:
     """A retrain run: init, schedule, data, adversarial method, final evaluation."""
 
     seed: int = 0
-    init: str = field(default="scratch", metadata={"check": one_of("scratch", "finetune")})
-    supernet_checkpoint: str | None = None  # required for init: finetune
+    # scratch, finetune (needs supernet_checkpoint), or auto: finetune when a checkpoint is given
+    init: str = field(default="scratch", metadata={"check": one_of("scratch", "finetune", "auto")})
+    supernet_checkpoint: str | None = None
     width_multiplier: int = field(default=1, metadata={"check": one_of(1, 2, 4, 8)})
     epochs: int = field(default=100, metadata={"check": check_positive})
     milestones: tuple[int, ...] = (20, 40, 80)
-    bn_recalibration_batches: int = field(default=20, metadata={"check": check_non_negative})
+    bn_batches: int = field(default=20, metadata={"check": check_non_negative})  # fine-tuning's start
     probe_batches: int = field(default=4, metadata={"check": check_non_negative})  # per-epoch val probe
     threads: int | None = field(default=None, metadata={"check": check_positive})
     device: str = "auto"  # auto: the GPU NNI assigned when there is one, else the CPU
@@ -89,7 +90,10 @@ class RetrainConfig:
     adversarial: AdversarialConfig = field(
         default_factory=lambda: make_adversarial_config({"method": "trades_yopo"}),
         metadata={"parse": make_adversarial_config})
-    evaluation: GridConfig = field(default_factory=GridConfig)
+    # the test-split grid; epsilons null: the data set's grid
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"bn_recalibration_batches": "bn_batches"}
 
     def __post_init__(self) -> None:
         if self.init == "finetune" and not self.supernet_checkpoint:
@@ -97,84 +101,87 @@ class RetrainConfig:
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"milestones: must be increasing positive epochs, got {list(self.milestones)}")
 
+    @classmethod
+    def upgrade_keys(cls, data: Any, where: str = "") -> dict[str, Any]:
+        return rename_keys(data, cls.RENAMED_KEYS, where)
+
     @property
     def space(self) -> SpaceConfig:
         return SpaceConfig.for_dataset(self.data.dataset, self.width_multiplier)
+
+    @property
+    def start(self) -> str:
+        """``scratch`` or ``finetune``: what ``init`` means for this run."""
+        if self.init == "auto":
+            return "finetune" if self.supernet_checkpoint else "scratch"
+        return self.init
+
+    def test_grid(self) -> EvaluationConfig:
+        """The final evaluation: ``evaluation`` with the data set's ε grid and the run's seed where unset."""
+        grid = self.evaluation.with_default_epsilons(dataset_spec(self.data.dataset).epsilons)
+        return grid if grid.seed is not None else replace(grid, seed=self.seed)
 
 
 def _initial_model(arch: Architecture, config: RetrainConfig, train_loader: Any) -> torch.nn.Module:
     from search_space.supernet import build_subnet
 
-    if config.init == "scratch":
+    if config.start == "scratch":
+        if config.epochs < SCRATCH_MIN_EPOCHS:
+            logger.warning("training %s from scratch for %d epochs: at this scale it stays near chance; "
+                           "fine-tune from the supernet instead (--checkpoint CKPT with init: auto, or "
+                           "--set init=finetune --set supernet_checkpoint=CKPT)", arch.key, config.epochs)
         return build_subnet(arch, config.space)
     from trainers.bn import recalibrate_bn
     from trainers.checkpoint import subnet_from_checkpoint
 
     subnet = subnet_from_checkpoint(config.supernet_checkpoint, arch, expected_space=config.space)
-    if config.bn_recalibration_batches:
-        recalibrate_bn(subnet, train_loader, config.bn_recalibration_batches)
+    if config.bn_batches:
+        recalibrate_bn(subnet, train_loader, config.bn_batches)
     return subnet
 
 
-def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLike, *,
-            report_intermediate: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Train ``arch`` as configured, evaluate it on the test split and write the outputs."""
-    from trainers.data import get_splits, make_loader
-    from trainers.evaluation import EvaluationConfig, evaluate_robustness
+def _train(model: torch.nn.Module, splits: Any, config: RetrainConfig, device: torch.device, *,
+           report_intermediate: Any, progress: bool) -> list[dict[str, Any]]:
+    """The epochs of training, with a per-epoch validation probe; returns the history."""
+    from trainers.data import make_loader
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    space = config.space
-    d = config.data
-    splits = get_splits(d.dataset, d.root, val_size=d.val_size, seed=d.split_seed,
-                        train_subset=d.train_subset, val_subset=d.val_subset,
-                        test_subset=config.evaluation.test_subset, augment=d.augment, download=d.download)
-    save_resolved(config, out / "config.resolved.yml", architecture=arch.key)
-    atomic_write_text(out / "architecture.json", json.dumps(arch.to_dict(space), indent=2) + "\n")
-
-    started = time.time()
-    from trainers.search_trial import resolve_device
-
-    device = resolve_device(config.device)
-    model = _initial_model(arch, config, make_loader(splits.train, d.batch_size, shuffle=True, seed=config.seed))
-    model = model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.optimizer.lr, momentum=config.optimizer.momentum,
-                                weight_decay=config.optimizer.weight_decay, nesterov=config.optimizer.nesterov)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.optimizer.lr_gamma)
+    d, o = config.data, config.optimizer
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                nesterov=o.nesterov)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), o.lr_gamma)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    adv = config.adversarial
-    probe = EvaluationConfig(epsilons=(adv.epsilon,), steps=(10,), seed=config.seed,
+    method = training_method(config.adversarial)
+    probe = EvaluationConfig(epsilons=(config.adversarial.epsilon,), steps=(10,), seed=config.seed,
                              max_batches=config.probe_batches or None)
-    history = []
-    step = 0
+    history, step = [], 0
     for epoch in range(config.epochs):
         model.train()
         loader = make_loader(splits.train, d.batch_size, shuffle=True, seed=config.seed * 1000 + epoch,
                              num_workers=d.num_workers)
-        totals = {"loss": 0.0, "n": 0}
+        loss_sum, seen = 0.0, 0
         for batch, (x, y) in enumerate(tqdm(loader, desc=f"retrain epoch {epoch + 1}/{config.epochs}",
                                             disable=not progress, leave=False)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            metrics = adversarial_step(model, x, y, optimizer, adv, generator=generator, step=step, batch=batch)
-            totals["loss"] += metrics["loss"] * len(y)
-            totals["n"] += len(y)
+            metrics = method.step(model, x, y, optimizer, generator=generator, step=step, batch=batch)
+            loss_sum += metrics["loss"] * len(y)
+            seen += len(y)
             step += 1
         scheduler.step()
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": totals["loss"] / max(totals["n"], 1)}
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         if config.probe_batches:
-            val = evaluate_robustness(model, make_loader(splits.val, d.eval_batch_size, shuffle=False), probe,
-                                      progress=False)
+            val = evaluate_robustness(model.eval(), make_loader(splits.val, d.eval_batch_size, shuffle=False),
+                                      probe, progress=False)  # the next epoch starts with model.train()
             record.update(val_clean_acc=val["clean_acc"], val_adv_acc=val["pgd"][0]["acc"])
             if report_intermediate is not None:
                 report_intermediate({"default": record["val_adv_acc"], "clean_acc": record["val_clean_acc"],
                                      "adv_acc": record["val_adv_acc"], "epoch": epoch + 1})
         history.append(record)
-        logger.info("epoch %d: %s", epoch + 1, record)
-    train_time = time.time() - started
+        logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, record)
+    return history
 
+
+def _export(model: torch.nn.Module, out: Path) -> None:
+    """``weights.pt`` (state dict) and ``model.ts`` (TorchScript), each written atomically."""
     model.eval()
     atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable export
@@ -184,20 +191,42 @@ def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLik
     scripted.save(str(tmp))
     os.replace(tmp, out / "model.ts")
 
-    grid_cfg = config.evaluation
-    grid = EvaluationConfig.for_dataset(d.dataset, steps=grid_cfg.steps, autoattack=grid_cfg.autoattack,
-                                        seed=config.seed)
-    if grid_cfg.epsilons is not None:
-        grid = EvaluationConfig(epsilons=grid_cfg.epsilons, steps=grid_cfg.steps, autoattack=grid_cfg.autoattack,
-                                seed=config.seed)
-    test = evaluate_robustness(model, make_loader(splits.test, grid_cfg.batch_size, shuffle=False), grid,
-                               num_classes=space.num_classes, progress=progress)
+
+def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLike, *,
+            report_intermediate: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``arch`` as configured, evaluate it on the test split and write the outputs."""
+    from trainers.data import get_splits, make_loader
+    from trainers.search_trial import resolve_device
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    space, d, grid = config.space, config.data, config.test_grid()
+    splits = get_splits(d.dataset, d.root, val_size=d.val_size, seed=d.split_seed,
+                        train_subset=d.train_subset, val_subset=d.val_subset,
+                        test_subset=grid.examples, augment=d.augment, download=d.download)
+    save_resolved(config, out / "config.resolved.yml", architecture=arch.key)
+    atomic_write_text(out / "architecture.json", json.dumps(arch.to_dict(space), indent=2) + "\n")
+
+    started = time.time()
+    device = resolve_device(config.device)
+    model = _initial_model(arch, config, make_loader(splits.train, d.batch_size, shuffle=True, seed=config.seed))
+    model = model.to(device)
+    history = _train(model, splits, config, device, report_intermediate=report_intermediate, progress=progress)
+    train_time = time.time() - started
+    _export(model, out)
+
+    test = evaluate_robustness(model, make_loader(splits.test, grid.batch_size or d.eval_batch_size, shuffle=False),
+                               grid, num_classes=space.num_classes, progress=progress)
     test["params"] = count_params(arch, space)
-    main_pgd = next((r for r in test["pgd"] if r["steps"] == min(grid.steps)
-                     and abs(r["epsilon"] - adv.epsilon) < 1e-9), test["pgd"][-1] if test["pgd"] else None)
+    eps = config.adversarial.epsilon
+    main_pgd = next((r for r in test["pgd"] if r["steps"] == min(grid.steps) and abs(r["epsilon"] - eps) < 1e-9),
+                    test["pgd"][-1] if test["pgd"] else None)
     result = {
         "architecture": arch.key,
-        "init": config.init,
+        "init": config.start,
         "seed": config.seed,
         "dataset": d.dataset,
         "width_multiplier": config.width_multiplier,
@@ -225,33 +254,6 @@ def retrain_search_space(front_path: str | os.PathLike, top: int | None = None) 
     return {"arch": {"_type": "choice", "_value": keys}}
 
 
-def gather(paths: list[str | os.PathLike]) -> tuple[str, str, list[dict[str, Any]]]:
-    """All ``result.json`` under ``paths`` → (CSV text, Markdown text, rows)."""
-    from trainers.evaluation import robustness_table
-
-    files = sorted({f for p in paths for f in (Path(p).rglob("result.json") if Path(p).is_dir() else [Path(p)])})
-    if not files:
-        raise FileNotFoundError(f"no result.json under {', '.join(map(str, paths))}")
-    rows, named = [], []
-    for f in files:
-        r = json.loads(f.read_text())
-        name = f"{r['init']}:{r['architecture'][:23]}…" if len(r["architecture"]) > 24 else r["architecture"]
-        row = {"dir": str(f.parent), "architecture": r["architecture"], "init": r["init"], "seed": r["seed"],
-               "params": r["params"], "clean_acc": r["clean_acc"]}
-        for p in r["test"]["pgd"]:
-            row[f"pgd{p['steps']}_eps{p['epsilon_label']}"] = p["acc"]
-        if r["test"].get("autoattack"):
-            row["autoattack"] = r["test"]["autoattack"]["acc"]
-        rows.append(row)
-        named.append((name, r["test"]))
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue(), robustness_table(named), rows
-
-
 def _nni_arch() -> Architecture | None:
     import nni
 
@@ -269,38 +271,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", help="retrain one architecture (inside NNI: the trial's 'arch' parameter)")
     p.add_argument("--config", required=True)
     p.add_argument("--arch", help="architecture JSON (outside NNI)")
-    p.add_argument("--out", help="output directory (default: the NNI trial's, or runs/retrain/<arch>)")
+    p.add_argument("--checkpoint", help="supernet checkpoint to fine-tune from (= --set supernet_checkpoint=CKPT; "
+                                        "init: auto then fine-tunes)")
+    add_out_argument(p, "output directory (default: the NNI trial's, or runs/retrain/<arch>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p = sub.add_parser("space", help="retrain search space (one 'arch' choice) from a front file")
     p.add_argument("front")
     p.add_argument("--top", type=int, help="keep the first N architectures of the front")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("gather", help="collect result.json files into a CSV and a Markdown table")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--out", required=True, help="output prefix: writes PREFIX.csv and PREFIX.md")
+    add_out_argument(p, "the search space JSON to write", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.retrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
+    return cli.main("python -m trainers.retrain", __doc__, add_arguments, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
-    """``run`` one retrain (inside NNI or standalone), build the ``space``, or ``gather`` results."""
+    """``run`` one retrain (inside NNI or standalone), or build the retrain search ``space``."""
     try:
         if args.action == "space":
             atomic_write_text(args.out, json.dumps(retrain_search_space(args.front, args.top), indent=2) + "\n")
-        elif args.action == "gather":
-            csv_text, md, rows = gather(args.paths)
-            atomic_write_text(f"{args.out}.csv", csv_text)
-            atomic_write_text(f"{args.out}.md", md)
-            sys.stdout.write(md)
         else:
-            config = load_config(args.config, RetrainConfig, args.set)
+            overrides = list(args.set)  # after --checkpoint: an explicit --set wins
+            if args.checkpoint:
+                overrides.insert(0, f"supernet_checkpoint={json.dumps(str(Path(args.checkpoint).absolute()))}")
+            config = load_config(args.config, RetrainConfig, overrides)
             arch = _nni_arch()
             report = None
             if arch is not None:
@@ -320,8 +314,7 @@ def run(args: argparse.Namespace) -> int:
                 nni.report_final_result({"default": result["adv_acc"], "clean_acc": result["clean_acc"],
                                          "adv_acc": result["adv_acc"], "params": result["params"]})
     except (ArchitectureError, ConfigError, FileNotFoundError, ValueError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+        return usage_error(e)
     return 0
 
 

@@ -98,7 +98,7 @@ class PhaseConfig:
     method: str | None = None
 
     def __post_init__(self) -> None:
-        from .adversarial import METHODS
+        from .methods import METHODS
 
         if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method: must be one of {', '.join(METHODS)} (or null), got {self.method!r}")
@@ -377,12 +377,3 @@ class ArchitectureSampler:
                 f"{list(sched[0])}{' widening to all' if len(sched) > 1 else ''}, acceptance "
                 f"{self.acceptance_rate(i):.1%}")
         return "\n".join(lines)
-
-
-def describe_ranges(space: SpaceConfig) -> dict[str, Any]:
-    """Reachable parameter intervals per ratio set (for choosing feasible ``param_range`` values)."""
-    table = param_table(space)
-    out: dict[str, Any] = {"space": space.to_dict(), "all": [table.min_params, table.max_params]}
-    out["blocks_only"] = {str(r): list(table.interval((r,))) for r in RATIOS}
-    out["joint_top"] = {f"{k}": list(table.interval(RATIOS[-k:])) for k in range(1, len(RATIOS) + 1)}
-    return out

@@ -1,4 +1,4 @@
-"""The subnet evaluation trial of the search (paper §III-E; DESIGN §1).
+"""The subnet evaluation trial of the search (paper §III-E; docs/architecture.md §1).
 
 One trial scores one architecture without training it: inherit its weights from the supernet
 checkpoint, recalibrate batch norm on training batches, then measure clean and PGD accuracy on
@@ -6,6 +6,11 @@ the **validation** split (never the test split), and count parameters (parameter
 FLOPs (``torch.utils.flop_counter``). Inside NNI the architecture comes from
 ``nni.get_next_parameter()`` and the metric dict goes to ``nni.report_final_result``; outside NNI
 ``--arch FILE`` gives the architecture and the result is printed as JSON.
+
+The evaluation settings are an :class:`~trainers.evaluation.EvaluationConfig` (flags
+``--epsilon``, ``--steps``, ``--eval-examples``, ``--bn-batches``, ``--batch-size``, ``--seed``);
+ε defaults to the supernet's training ε, and the sizes to GPU-sized values where a CUDA device
+is used, CPU-sized ones otherwise (:data:`TRIAL_SIZES`; the trial logs what it chose).
 
 The reported dict is ``{"default": adv_acc, "adv_acc", "clean_acc", "params", "flops", ...}``
 plus the time spent in each phase (``time_*`` seconds), so the web UI shows every objective.
@@ -27,9 +32,19 @@ import torch
 from search_space.encoding import Architecture, ArchitectureError, load_architecture
 from search_space.oneshot import inherit_subnet
 from search_space.params import count_params
+from trainers import cli
+from trainers.cli import add_out_argument, usage_error
 from trainers.config import in_nni_trial
+from trainers.evaluation import EvaluationConfig
 
 logger = logging.getLogger(__name__)
+
+# Evaluation sizes of a trial when no flag sets them, by the device it runs on. CPU: the demo's
+# sizes (about 30 s per architecture on two cores for the quick supernet; GPU-sized ones take ~40 min).
+TRIAL_SIZES: dict[str, dict[str, Any]] = {
+    "cuda": {"examples": None, "bn_batches": 20, "batch_size": 256, "steps": 10},
+    "cpu": {"examples": 200, "bn_batches": 8, "batch_size": 100, "steps": 10},
+}
 
 
 def _process_start() -> float:
@@ -60,6 +75,27 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def trial_evaluation(meta: dict[str, Any], device: torch.device | str = "auto", *, epsilon: float | None = None,
+                     steps: int | None = None, eval_examples: int | None = None, bn_batches: int | None = None,
+                     batch_size: int | None = None, seed: int = 0) -> EvaluationConfig:
+    """The trial's :class:`EvaluationConfig`: the given values, else the defaults of the device (logged).
+
+    ``epsilon`` defaults to the supernet's training ε (its checkpoint record ``meta``); the sizes
+    to :data:`TRIAL_SIZES` of the device's type (``cuda``, else ``cpu``).
+    """
+    kind = "cuda" if resolve_device(str(device)).type == "cuda" else "cpu"
+    given = {"examples": eval_examples, "bn_batches": bn_batches, "batch_size": batch_size, "steps": steps}
+    sizes = {k: TRIAL_SIZES[kind][k] if v is None else v for k, v in given.items()}
+    defaulted = [k for k, v in given.items() if v is None]
+    if defaulted:
+        logger.info("%s-sized evaluation defaults%s: %s (flags --eval-examples, --bn-batches, --batch-size, "
+                    "--steps set them)", kind.upper(), " (no CUDA device)" if kind == "cpu" else "",
+                    ", ".join(f"{k}={sizes[k] if sizes[k] is not None else 'all'}" for k in defaulted))
+    eps = float(epsilon if epsilon is not None else meta["config"]["adversarial"]["epsilon"])
+    return EvaluationConfig(epsilons=(eps,), steps=(sizes["steps"],), seed=seed, examples=sizes["examples"],
+                            batch_size=sizes["batch_size"], bn_batches=sizes["bn_batches"])
+
+
 def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Score ``arch`` with weights inherited from ``checkpoint``; returns the metric dict.
 
@@ -78,19 +114,33 @@ def evaluate_architecture(arch: Architecture, checkpoint: str | os.PathLike, **k
 
 
 def evaluate_inherited(arch: Architecture, supernet: torch.nn.Module, space: Any, meta: dict[str, Any], *,
-                       data_root: str | None = None, bn_batches: int = 20, eval_examples: int | None = None,
-                       epsilon: float | None = None, steps: int = 10, batch_size: int = 256, seed: int = 0,
-                       device: str = "auto", progress: bool = False) -> dict[str, Any]:
+                       data_root: str | None = None, bn_batches: int | None = None,
+                       eval_examples: int | None = None, epsilon: float | None = None, steps: int | None = None,
+                       batch_size: int | None = None, seed: int = 0, device: str = "auto",
+                       progress: bool = False) -> dict[str, Any]:
     """Score ``arch`` on a loaded supernet (:func:`trainers.checkpoint.load_supernet`'s triple).
 
-    Data settings (data set, validation split and its seed) come from the checkpoint's resolved
-    config, so the trial sees exactly the split the supernet held out. ``epsilon`` defaults to
-    the supernet's training ε. The supernet is left unchanged.
+    Data settings (data set, validation split and its seed, data root) come from the checkpoint's
+    resolved config, so the trial sees exactly the split the supernet held out. The evaluation
+    settings are :func:`trial_evaluation`'s. The supernet is left unchanged.
     """
+    evaluation = trial_evaluation(meta, device, epsilon=epsilon, steps=steps, eval_examples=eval_examples,
+                                  bn_batches=bn_batches, batch_size=batch_size, seed=seed)
+    return score_inherited(arch, supernet, space, meta, evaluation, data_root=data_root, device=device,
+                           progress=progress)
+
+
+def score_inherited(arch: Architecture, supernet: torch.nn.Module, space: Any, meta: dict[str, Any],
+                    evaluation: EvaluationConfig, *, data_root: str | None = None, device: str = "auto",
+                    progress: bool = False) -> dict[str, Any]:
+    """:func:`evaluate_inherited` with its :class:`EvaluationConfig` given (one ε, one steps value)."""
     from trainers.bn import recalibrate_bn
     from trainers.data import get_splits, make_loader
-    from trainers.evaluation import EvaluationConfig, evaluate_robustness
+    from trainers.evaluation import evaluate_robustness
 
+    eps, steps = evaluation.single_attack("the search trial")
+    seed = evaluation.seed or 0
+    batch_size = evaluation.batch_size or 256
     timings: dict[str, float] = {}
     torch.manual_seed(seed)
     t = time.time()
@@ -99,17 +149,17 @@ def evaluate_inherited(arch: Architecture, supernet: torch.nn.Module, space: Any
 
     data_cfg = meta["config"]["data"]
     splits = get_splits(space.dataset, data_root or data_cfg.get("root"), val_size=data_cfg["val_size"],
-                        seed=data_cfg["split_seed"], val_subset=eval_examples)
+                        seed=data_cfg["split_seed"], val_subset=evaluation.examples)
     t = time.time()
-    train_loader = make_loader(splits.train, batch_size, shuffle=True, seed=seed)
-    recalibrate_bn(subnet, train_loader, bn_batches)
+    recalibrate_bn(subnet, make_loader(splits.train, batch_size, shuffle=True, seed=seed), evaluation.bn_batches)
     timings["time_bn_recalibration"] = time.time() - t
 
     t = time.time()
-    eps = float(epsilon if epsilon is not None else meta["config"]["adversarial"]["epsilon"])
-    config = EvaluationConfig(epsilons=(eps,), steps=(steps,), seed=seed)
-    result = evaluate_robustness(subnet, make_loader(splits.val, batch_size, shuffle=False),
-                                 config, progress=progress)
+    if eps is None:
+        eps = float(meta["config"]["adversarial"]["epsilon"])
+        evaluation = evaluation.with_default_epsilons((eps,))
+    result = evaluate_robustness(subnet, make_loader(splits.val, batch_size, shuffle=False), evaluation,
+                                 progress=progress)
     timings["time_evaluation"] = time.time() - t
     adv_acc = float(result["pgd"][0]["acc"])
     return {
@@ -130,24 +180,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="supernet checkpoint (python -m trainers supernet)")
     p.add_argument("--arch", help="architecture JSON (outside NNI; inside NNI the tuner sends it)")
     p.add_argument("--data-root", help="data directory (default: the supernet's, or $TAMNAS_DATA / ./data)")
-    p.add_argument("--bn-batches", type=int, default=20, help="training batches for BN recalibration")
-    p.add_argument("--eval-examples", type=int, help="first N validation images (default: all)")
+    sizes = ", ".join(f"{k}: {TRIAL_SIZES[k]}" for k in TRIAL_SIZES)
+    p.add_argument("--bn-batches", type=int, help=f"training batches for BN recalibration (default by device: {sizes})")
+    p.add_argument("--eval-examples", type=int, help="first N validation images (default by device)")
     p.add_argument("--epsilon", type=float, help="PGD ε (default: the supernet's training ε)")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, help="PGD steps (default 10)")
+    p.add_argument("--batch-size", type=int, help="batch size of BN recalibration and evaluation (default by device)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--out", help="also write the metric dict to this JSON file")
+    add_out_argument(p, "also write the metric dict to this JSON file")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.search_trial", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
+    return cli.main("python -m trainers.search_trial", __doc__, add_arguments, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,8 +215,7 @@ def run(args: argparse.Namespace) -> int:
             eval_examples=args.eval_examples, epsilon=args.epsilon, steps=args.steps,
             batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not nni_mode)
     except (ArchitectureError, OSError, ValueError) as e:  # CheckpointError is a ValueError
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+        return usage_error(e)
     logger.info("%s -> adv %.4f clean %.4f params %d", arch.key, metrics["adv_acc"], metrics["clean_acc"],
                 metrics["params"])
     if args.out:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainers.attacks import check_attack_settings, linf_box
+from trainers.attacks import TRADES_INIT_STD, check_attack_settings, linf_box, normal_start
 
 __all__ = [
     "check_layer_one_interface",
@@ -181,20 +181,12 @@ def kl_costate(model: nn.Module, x: Tensor, eta: Tensor, clean_probs: Tensor) ->
     return -grad.detach(), logits.detach()
 
 
-def trades_yopo_perturbation(
-    model: nn.Module,
-    x: Tensor,
-    *,
-    epsilon: float,
-    sigma: float,
-    m: int,
-    n: int,
-    init_std: float = 0.001,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+def trades_yopo_perturbation(model: nn.Module, x: Tensor, *, epsilon: float, sigma: float, m: int, n: int,
+                             init_std: float = TRADES_INIT_STD,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """TRADES-YOPO-m-n inner maximization: the perturbation η for one batch.
 
-    Follows DESIGN §5 and the YOPO reference code (CIFAR10-TRADES experiments):
+    Follows docs/architecture.md §5 and the YOPO reference code (CIFAR10-TRADES experiments):
     η starts at ``init_std · N(0, 1)``; ``q = softmax(f(x))`` without gradient; then
     ``m`` times: costate ``p = −∂KL(q ‖ f(x+η))/∂z₁`` (:func:`kl_costate`), and ``n``
     layer-one steps with ``p`` fixed (:func:`layer_one_steps`). The model's mode is
@@ -217,11 +209,7 @@ def trades_yopo_perturbation(
     with torch.no_grad():
         clean_logits = model(x)
     clean_probs = F.softmax(clean_logits, dim=1)
-    if generator is None:
-        noise = torch.randn_like(x)
-    else:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    eta = torch.clamp(x + init_std * noise, 0.0, 1.0) - x
+    eta = normal_start(x, init_std, generator) - x
     for _ in range(m):
         costate, _ = kl_costate(model, x, eta, clean_probs)
         eta = layer_one_steps(model.layer_one, x, eta, costate, sigma=sigma, epsilon=epsilon, steps=n)
