@@ -42,7 +42,7 @@ class _Deprecated(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        logger.warning("%s is deprecated and will be removed; use %s", option_string, self.use)
+        logger.warning("%s is deprecated: use %s", option_string, self.use)
         setattr(namespace, self.dest, values)
 
 

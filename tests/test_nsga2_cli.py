@@ -143,8 +143,8 @@ def test_old_spellings_still_work_with_a_warning(tmp_path, caplog):
                      "--seed", "0", "--dataset", "svhn", "--width-multiplier", "2", "--output", str(tmp_path)]) == 0
     assert load_front(tmp_path / "front.json")[2] == SpaceConfig.for_dataset("svhn", 2)
     assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == [
-        "--width-multiplier is deprecated and will be removed; use --width",
-        "--output is deprecated and will be removed; use --out"]
+        "--width-multiplier is deprecated: use --width",
+        "--output is deprecated: use --out"]
 
 
 def test_search_subset_flags(tmp_path, capsys):

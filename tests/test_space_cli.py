@@ -225,8 +225,8 @@ def test_old_spellings_still_work_with_a_warning(tmp_path, caplog):
         assert main(["sample", "--width-multiplier", "2", "--output", str(tmp_path / "a.json")]) == 0
     assert read_space_of(tmp_path / "a.json").width_multiplier == 2
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warned == ["--width-multiplier is deprecated and will be removed; use --width",
-                      "--output is deprecated and will be removed; use --out"]
+    assert warned == ["--width-multiplier is deprecated: use --width",
+                      "--output is deprecated: use --out"]
 
 
 def read_space_of(path):

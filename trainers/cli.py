@@ -18,6 +18,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from search_space.cli import Parser, add_out
+
 __all__ = ["ArgumentParser", "add_out_argument", "main", "quiet_third_party", "setup_logging", "usage_error"]
 
 logger = logging.getLogger(__name__)
@@ -30,8 +32,8 @@ _LIGHTNING_NOISE = ("💡 Tip:", "GPU available:", "TPU available:", "HPU availa
 _LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose usage errors are one line ``error: ...`` and exit code 2."""
+class ArgumentParser(Parser):
+    """search_space.cli's parser, exiting at once: ``error: ...`` on one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
@@ -44,25 +46,9 @@ def usage_error(message: Any) -> int:
     return 2
 
 
-class _Spellings(argparse.Action):
-    """Store the value; log a deprecation warning when the option was given under an old spelling."""
-
-    def __init__(self, option_strings: list[str], dest: str, *, deprecated: tuple[str, ...] = (),
-                 **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.deprecated = deprecated
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if option_string in self.deprecated:
-            logger.warning("%s is deprecated: use %s", option_string, self.option_strings[0])
-        setattr(namespace, self.dest, values)
-
-
 def add_out_argument(parser: argparse.ArgumentParser, help: str, *, required: bool = False) -> None:
-    """``--out PATH`` (old spelling ``--output``, deprecated)."""
-    parser.add_argument("--out", "--output", dest="out", required=required, help=help, metavar="PATH",
-                        action=_Spellings, deprecated=("--output",))
+    """``--out PATH`` (old spelling ``--output``, deprecated): search_space.cli's one convention."""
+    add_out(parser, help, required=required, metavar="PATH")
 
 
 def quiet_third_party() -> None:
