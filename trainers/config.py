@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import yaml
 
 from search_space.datasets import DATASET_NAMES
-from search_space.encoding import atomic_write_text
+from search_space.encoding import atomic_write_text, read_document
 
 __all__ = [
     "ConfigError",
@@ -138,12 +138,7 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str
     path = Path(path)
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: {BASE_KEY}: circular inheritance through {[str(p) for p in _seen]}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data = read_document(path, yaml.safe_load, "YAML", ConfigError, (yaml.YAMLError,))
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
