@@ -109,7 +109,8 @@ def write_retrains(out: Path, lego_key: str) -> None:
 
 
 if __name__ == "__main__":
-    from strategies.report import load_search, search_statistics
+    from workflow.search import load_search
+    from workflow.statistics import search_statistics
 
     write_search(HERE / "search")
     lego = search_statistics(load_search(HERE / "search"), 5).legonet
