@@ -34,6 +34,9 @@ class _TerminalHandler(logging.Handler):
         self.setFormatter(logging.Formatter("  [pipeline fixture %(asctime)s] %(message)s", "%H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.capture is None:  # pytest -p no:capture
+            sys.stderr.write(self.format(record) + "\n")
+            return
         with self.capture.global_and_fixture_disabled():
             sys.stderr.write(self.format(record) + "\n")
             sys.stderr.flush()

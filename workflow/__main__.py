@@ -221,27 +221,28 @@ def _check(args: argparse.Namespace) -> None:
 COMMANDS = {"pipeline": _pipeline, "report": _report, "lego": _lego, "gather": _gather, "check": _check}
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)  # --help still prints and exits 0
-    except UsageError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    if args.command == "pipeline":
+def _configure_logging(command: str) -> None:
+    if command == "pipeline":  # the pipeline's stages and progress are its output
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     else:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
     from .nnictl import ExperimentError
 
+    code = 0
     try:
+        args = _parser().parse_args(argv)  # --help still prints and exits 0
+        _configure_logging(args.command)
         COMMANDS[args.command](args)
     except UsageError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+        code, message = 2, str(e)
     except (ExperimentError, subprocess.CalledProcessError, ValueError, ArchitectureError, OSError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 1
-    return 0
+        code, message = 1, str(e)
+    if code:
+        sys.stderr.write(f"error: {message}\n")
+    return code
 
 
 if __name__ == "__main__":
