@@ -117,8 +117,10 @@ def with_legonet(picked: Sequence[Architecture], lego: Architecture) -> list[Arc
             a = Architecture(a.blocks, a.ratios, dict(a.objectives), prov)
         out.append(a)
     if lego.key not in {a.key for a in picked}:
+        k = lego.provenance.get("top_k")
+        why = LEGONET_WHY.replace("top-k", f"top {k}") if k else LEGONET_WHY
         out.append(Architecture(lego.blocks, lego.ratios, dict(lego.objectives),
-                                {**lego.provenance, "label": LEGONET, "why": LEGONET_WHY}))
+                                {**lego.provenance, "label": LEGONET, "why": why}))
     return out
 
 
