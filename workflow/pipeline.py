@@ -81,7 +81,7 @@ PROFILES: dict[str, Profile] = {
         retrain_init="scratch",
         retrain_overrides=("epochs=1", "milestones=[1]", "data.train_subset=64", "data.val_subset=32",
                            "evaluation.test_subset=32", "evaluation.epsilons=[0.1]", "evaluation.steps=[2]"),
-        search_timeout=900, retrain_timeout=600, reference_supernet_seconds=300,
+        search_timeout=900, retrain_timeout=600, reference_supernet_seconds=45,
     ),
 }
 
