@@ -52,9 +52,9 @@ test: setup browser sshd
 test-fast: setup
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Quick end-to-end run on Fashion-MNIST: supernet, nnictl search, front, nnictl retrain, table.
+# Quick end-to-end run on Fashion-MNIST: supernet, nnictl search, picks + LegoNet, nnictl retrain, table, report.
 demo: setup
-	$(PYTHON) -m strategies.pipeline --out runs/demo --keep-ui
+	$(PYTHON) -m workflow pipeline --out runs/demo --keep-ui
 
 lint: setup
 	$(PYTHON) -m ruff check .

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 
 from .architecture import Architecture
-from .cli import Parser, UsageError, add_out, add_space, run, space_from_flags
+from .cli import Parser, UsageError, add_out, add_space, int_at_least, run, space_from_flags
 from .files import (
     FRONT_FORMAT,
     atomic_write_text,
@@ -37,19 +37,6 @@ from .space import (
 logger = logging.getLogger("search_space")
 
 DEFAULT_DATASET, DEFAULT_WIDTH = "fashion_mnist", 1
-
-
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= {low}")
-        return value
-
-    return parse
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -146,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="blocks, ratios, layers and the parameter range of the space")
     add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--samples", type=_at_least(1), default=20000, help="random architectures for the median")
+    p.add_argument("--samples", type=int_at_least(1), default=20000, help="random architectures for the median")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("sample", help="N random valid architectures as JSON (seeded)",
@@ -154,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(format tamnas-architecture); -n N > 1 a front file (format tamnas-front) "
                                    "of N architectures, of which `params FILE --index K` counts the K-th.")
     add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
-    p.add_argument("-n", type=_at_least(1), default=1,
+    p.add_argument("-n", type=int_at_least(1), default=1,
                    help="how many (default 1: one architecture file; more: a front file)")
     p.add_argument("--seed", type=int, default=0)
     add_out(p, "write here instead of stdout")
@@ -163,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Parameter count of an architecture file, an NNI sample file, or the "
                                    "K-th architecture of a front file (--index K), in the space the file records.")
     p.add_argument("arch", help="architecture, NNI sample or front JSON file")
-    p.add_argument("--index", type=_at_least(0), metavar="K",
+    p.add_argument("--index", type=int_at_least(0), metavar="K",
                    help="the K-th architecture (0-based) of a front file; needed when it holds more than one")
     add_space(p, "data set: needed when the file records no space; must agree with the file's otherwise",
               "width multiplier: needed when the file records no space; must agree with the file's otherwise")

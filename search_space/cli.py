@@ -46,6 +46,20 @@ class _Deprecated(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def int_at_least(low: int):
+    """argparse ``type``: an integer >= ``low`` (``error: argument -n: 0 is not allowed; ...``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= {low}")
+        return value
+
+    return parse
+
+
 def add_option(parser: argparse.ArgumentParser, flag: str, *deprecated: str, **kwargs: Any) -> None:
     """``parser.add_argument(flag, **kwargs)``, plus hidden old spellings that warn when used."""
     action = parser.add_argument(flag, **kwargs)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
-# NNI warns that some torch classes are "not a nn.Module" on import: harmless (DESIGN §8).
+# NNI warns that some torch classes are "not a nn.Module" on import: harmless (docs/architecture.md §8).
 warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,17 +25,46 @@ def data_root() -> Path:
     return root
 
 
+class _TerminalHandler(logging.Handler):
+    """Log records on the terminal while pytest captures output (a slow fixture says what it does)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        super().__init__(logging.INFO)
+        self.capture = config.pluginmanager.getplugin("capturemanager")
+        self.setFormatter(logging.Formatter("  [pipeline fixture %(asctime)s] %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.capture is None:  # pytest -p no:capture
+            sys.stderr.write(self.format(record) + "\n")
+            return
+        with self.capture.global_and_fixture_disabled():
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+
+
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory, data_root):
-    """A tiny ``make demo`` with real nnictl (``strategies.pipeline`` profile ``tiny``), run once per session.
+def pipeline(tmp_path_factory, data_root, request):
+    """A tiny ``make demo`` with real nnictl (``workflow.pipeline`` profile ``tiny``), run once per session.
 
     Yields the pipeline summary (``out``, ``search_id``, ``search_port``, ``retrain_id``, ...); the
-    search experiment's web UI stays up until the session ends.
+    search experiment's web UI stays up until the session ends. Its stages and progress are logged
+    on the terminal (it takes minutes).
     """
-    from strategies import nnictl
-    from strategies.pipeline import PROFILES, run_pipeline
+    from workflow import nnictl
+    from workflow.pipeline import PROFILES, run_pipeline
 
     out = tmp_path_factory.mktemp("pipeline")
-    summary = run_pipeline(out, PROFILES["tiny"], keep_search_ui=True)
+    handler = _TerminalHandler(request.config)
+    log = logging.getLogger("workflow")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        logging.getLogger("workflow").info("tiny pipeline (supernet, nnictl search, retrain, report) into %s", out)
+        summary = run_pipeline(out, PROFILES["tiny"], keep_search_ui=True)
+        logging.getLogger("workflow").info("done in %.0f s", summary["wall_seconds"])
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     yield summary
     nnictl.stop(summary["search_id"])

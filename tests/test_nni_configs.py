@@ -90,8 +90,8 @@ def test_demo_search_uses_the_subset_the_quick_supernet_trains():
 def test_pipeline_trial_commands_come_from_the_configs():
     import shlex
 
-    from strategies.nnictl import trial_command
-    from strategies.pipeline import PROFILES
+    from workflow.nnictl import trial_command
+    from workflow.pipeline import PROFILES
 
     yml = yaml.safe_load((REPO / "nni_configs" / "search.cpu.yml").read_text())["trialCommand"]
     argv = shlex.split(yml)

@@ -1,4 +1,4 @@
-"""The analysis report (strategies.report) on the hand-made result set in tests/data/report.
+"""The analysis report (workflow.report) on the hand-made result set in tests/data/report.
 
 The set (see tests/data/report/make_data.py): 8 evaluated architectures, front A-D, E the only
 rank-1 architecture, so the top 5 are A-E; A-C retrained from scratch (A with two seeds) and
@@ -19,18 +19,14 @@ import pytest
 
 from search_space.encoding import Architecture, load_architecture, load_front
 from search_space.legonet import legonet, legonet_from_files, read_stats_csv
-from strategies.__main__ import main
-from strategies.report import (
-    ReportError,
-    load_retrain,
-    load_search,
-    retrain_sets,
-    scratch_finetune_pairs,
-    scratch_vs_finetune,
-    search_statistics,
-    write_report,
-)
-from strategies.report_plots import MAX_MARKER, MIN_MARKER
+from workflow.__main__ import main
+from workflow.choice import pick_front
+from workflow.compare import retrain_sets, scratch_finetune_pairs, scratch_vs_finetune
+from workflow.plots import MAX_MARKER, MIN_MARKER
+from workflow.report import write_report
+from workflow.results import ReportError, load_retrain
+from workflow.search import load_search
+from workflow.statistics import search_statistics
 
 DATA = Path(__file__).parent / "data" / "report"
 SEARCH, SCRATCH, FINETUNE = DATA / "search", DATA / "retrain_scratch", DATA / "retrain_finetune"
@@ -92,6 +88,11 @@ def test_statistics_tables_round_trip_into_the_legonet_builder(report, tmp_path)
     assert legonet(blocks, ratios) == LEGO
     assert legonet_from_files(out / "block_stats.csv", out / "ratio_stats.csv") == LEGO
     assert load_architecture(out / "legonet.json") == LEGO
+    # and through the one lego command, from the tables
+    assert main(["lego", "--block-stats", str(out / "block_stats.csv"), "--ratio-stats",
+                 str(out / "ratio_stats.csv"), "--dataset", "fashion_mnist", "--width", "1",
+                 "--out", str(tmp_path)]) == 0
+    assert load_architecture(tmp_path / "legonet.json") == LEGO
     top2 = {(r["table"], int(r["layer"])): r for r in _rows(out / "stats_top2.csv")}
     assert (top2["block", 0]["first_id"], top2["block", 0]["first_count"]) == ("15", "3")
     assert (top2["ratio", 0]["first_id"], top2["ratio", 0]["second_id"]) == ("8", "9")  # tie 2-2: lower id first
@@ -102,8 +103,21 @@ def test_lego_command_writes_the_retrain_list(tmp_path, capsys):
     assert "LegoNet" in capsys.readouterr().out
     archs, _, space = load_front(tmp_path / "retrain_front.json")
     assert [a.key for a in archs] == [A, B, LEGO.key] and space.dataset == "fashion_mnist"
+    assert [a.provenance["label"] for a in archs] == ["front #1", "front #2", "LegoNet"]
     lego = load_architecture(tmp_path / "legonet.json", space)
     assert lego == LEGO and lego.provenance["top_k"] == 5 and lego.objectives["params"] > 0
+
+
+def test_lego_command_picks_one_front_architecture_per_role(tmp_path, capsys):
+    """Default: the best under attack (A), the best clean and the smallest (both D, once), the LegoNet."""
+    assert main(["lego", "--search", str(SEARCH), "--top-k", "5", "--out", str(tmp_path)]) == 0
+    assert "front #1 (best adv), front #4 (best clean, smallest), LegoNet" in capsys.readouterr().out
+    archs, _, _ = load_front(tmp_path / "retrain_front.json")
+    assert [a.key for a in archs] == [A, D, LEGO.key]
+    assert archs[0].provenance["chosen_as"] == ["best-adv"] and "adv_acc 0.400" in archs[0].provenance["why"]
+    assert archs[1].provenance["chosen_as"] == ["best-clean", "smallest"]
+    assert main(["lego", "--search", str(SEARCH), "--pick", "smallest", "--out", str(tmp_path)]) == 0
+    assert [a.key for a in load_front(tmp_path / "retrain_front.json")[0]] == [D, LEGO.key]
 
 
 # --------------------------------------------------------------------------- plots = data
@@ -118,7 +132,12 @@ def test_report_files_exist(report):
     md = (report.out / "report.md").read_text()
     for link in ("](front.png)", "](front_3d.png)", "](hypervolume.png)", "](block_stats.png)", "](ratio_stats.png)"):
         assert link in md
-    assert "Table X)" in md and "Table XI)" in md and "| Model | Size | Clean |" in md
+    assert "Table X)" in md and "Table XI)" in md and "| Model | Size | clean | pgd10@0.05 | pgd10@0.1 |" in md
+    assert "$" not in md  # plain-text headers, no LaTeX
+    assert "100 test images per model (±5.0 points" in md
+    # the key legend reads a key right: `15:8` is block 15 with ratio index 8 = 1.8
+    assert "`15:8` is block 15 (SX+NG-k3) with channel ratio index 8, i.e. ratio 1.8" in md
+    assert "| front #1 (best adv) | `" + A + "` | 1.8000M | best under attack on the search's front" in md
     summary = json.loads((report.out / "report.json").read_text())
     assert summary["legonet"]["architecture"] == LEGO.key and summary["top_k"] == 5
     assert not list(report.out.glob(".*.tmp"))
@@ -160,7 +179,17 @@ def test_front_figure_plots_the_input_numbers(report):
         mine = [r for r in rows if r["panel"] == panel]
         plotted = np.vstack([c.get_offsets() for c in ax.collections if c.get_gid() in ("front", "extra")])
         np.testing.assert_allclose([(float(r["adv_error_pct"]), float(r["clean_error_pct"])) for r in mine], plotted)
-    assert [r["label"] for r in rows if r["panel"] == panels[1]] == ["A", "B", "C", "LegoNet"]
+    assert [r["label"] for r in rows if r["panel"] == panels[1]] == ["front #1 (best adv)", "front #2", "front #3",
+                                                                      "LegoNet"]
+    # one scale for every panel, so that before and after can be compared by eye
+    assert len({ax.get_xlim() for ax in axes}) == 1 and len({ax.get_ylim() for ax in axes}) == 1
+    # titles say how the models were trained, not which experiment holds them
+    assert [ax.get_title() for ax in axes[1:]] == ["after retraining: trained from scratch (test split)",
+                                                    "after retraining: fine-tuned from the supernet (test split)"]
+    # a size legend: marker area = parameters, from the smallest to the largest plotted model
+    (legend,) = [lg for lg in report.figures["front"].legends if lg.get_gid() == "sizes"]
+    assert [t.get_text() for t in legend.get_texts()] == ["1.3526M", "1.5763M", "1.8000M"]
+    assert [t.get_text() for t in axes[0].texts] == ["#1", "#2", "#3", "#4"]
 
 
 def test_3d_hypervolume_and_statistics_figures_plot_the_input(report):
@@ -171,7 +200,13 @@ def test_3d_hypervolume_and_statistics_figures_plot_the_input(report):
     np.testing.assert_allclose(ys, [49.0, 53.0, 56.0, 44.0])
     np.testing.assert_allclose(zs, [19.0, 16.0, 14.0, 15.0])
 
-    (line,) = [ln for ln in report.figures["hypervolume"].axes[0].lines if ln.get_gid() == "hypervolume"]
+    labels = [t.get_text().strip() for t in ax3.texts if t.get_gid() == "label"]
+    assert labels[:4] == ["#1", "#2", "#3", "#4"] and "LegoNet" in labels
+
+    hv_ax = report.figures["hypervolume"].axes[0]
+    assert hv_ax.get_ylim()[0] > 0 and hv_ax.yaxis.label.get_gid() == "truncation"
+    assert "axis truncated: starts at" in hv_ax.get_ylabel()
+    (line,) = [ln for ln in hv_ax.lines if ln.get_gid() == "hypervolume"]
     history = _rows(SEARCH / "history.csv")
     np.testing.assert_allclose(line.get_xdata(), [int(r["generation"]) for r in history])
     np.testing.assert_allclose(line.get_ydata(), [float(r["hypervolume"]) for r in history])
@@ -227,7 +262,7 @@ def test_report_tables_hold_the_same_numbers(report):
     assert "| retrain_scratch (scratch): LegoNet |" in md and "| 85.00 | 66.00 | 56.00 | 64.00 | 54.00 |" in md
     best = _rows(report.out / "best.csv")
     assert [(r["set"], r["label"]) for r in best] == [("retrain_scratch (scratch)", "LegoNet"),
-                                                       ("retrain_finetune (finetune)", "C")]
+                                                       ("retrain_finetune (finetune)", "front #3")]
     assert len(_rows(report.out / "results.csv")) == 7
 
 
@@ -273,7 +308,8 @@ def test_bad_inputs_fail_with_one_line_naming_the_problem(tmp_path, capsys):
 
 def test_unknown_experiment_id(capsys):
     assert main(["report", "--search", "nosuchexperiment0", "--out", "unused"]) == 1
-    assert "'nosuchexperiment0' is neither a directory nor an experiment id known to nnictl" in capsys.readouterr().err
+    assert "nosuchexperiment0: neither an experiment directory (with db/nni.sqlite) nor an experiment id known to " \
+           "nnictl" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the real pipeline
@@ -286,7 +322,8 @@ def test_report_renders_from_pipeline_artefacts(pipeline, tmp_path):
     retrained = {json.loads(p.read_text())["architecture"]
                  for p in (out / "nni" / pipeline["retrain_id"]).rglob("result.json")}
     front, _, _ = load_front(search_dir / "front.json")
-    assert lego.key in retrained and front[0].key in retrained
+    best_adv = pick_front(front, ["best-adv"])[0]
+    assert lego.key in retrained and best_adv.key in retrained
     assert (out / "report" / "report.md").exists()
 
     # the report again, from the experiment ids (nnictl's registry)
@@ -309,5 +346,5 @@ def test_report_renders_from_pipeline_artefacts(pipeline, tmp_path):
     hv = _rows(tmp_path / "hypervolume.csv")
     assert [float(h["hypervolume"]) for h in hv] == [float(h["hypervolume"]) for h in _rows(search_dir / "history.csv")]
     md = (tmp_path / "report.md").read_text()
-    if lego.key != front[0].key:
+    if lego.key != best_adv.key:
         assert "best front architecture" in md  # Table XI

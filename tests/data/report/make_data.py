@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 
 from search_space.encoding import Architecture, SpaceConfig, front_to_dict
-from strategies.nsga2 import NSGA2Config
+from strategies.config import NSGA2Config
 
 HERE = Path(__file__).parent
 SPACE = SpaceConfig.for_dataset("fashion_mnist")
@@ -109,7 +109,8 @@ def write_retrains(out: Path, lego_key: str) -> None:
 
 
 if __name__ == "__main__":
-    from strategies.report import load_search, search_statistics
+    from workflow.search import load_search
+    from workflow.statistics import search_statistics
 
     write_search(HERE / "search")
     lego = search_statistics(load_search(HERE / "search"), 5).legonet

@@ -1,6 +1,6 @@
 """Driving real NNI experiments from Python: ``nnictl create/stop``, the REST API, waiting.
 
-Used by the end-to-end pipeline (``python -m strategies.pipeline``) and the integration tests;
+Used by the end-to-end pipeline (``python -m workflow pipeline``) and the integration tests;
 everything goes through ``nnictl`` exactly as a user would type it.
 """
 
@@ -37,16 +37,28 @@ class ExperimentError(RuntimeError):
     """An NNI experiment could not be started, failed, or timed out."""
 
 
+class ExperimentTimeout(ExperimentError):
+    """An experiment was still running when its time limit ran out."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
 
+# nnictl imports pkg_resources, whose deprecation warning (a UserWarning) prints on every call;
+# this filter hides that one message only (PYTHONWARNINGS matches the message's start).
+PKG_RESOURCES_FILTER = "ignore:pkg_resources is deprecated as an API:UserWarning"
+
+
 def nnictl_env() -> dict[str, str]:
-    """The environment for nnictl and its trials: this environment's bin first on PATH."""
+    """The environment for nnictl and its trials: this environment's bin first on PATH, the
+    repository importable, and nnictl's ``pkg_resources`` deprecation warning filtered."""
+    warnings = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), PKG_RESOURCES_FILTER) if w)
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
+            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep),
+            "PYTHONWARNINGS": warnings}
 
 
 def nnictl(*args: str, timeout: float = 180) -> str:
@@ -102,62 +114,6 @@ def trial_command(command: str, python: str, replace: Mapping[str, str] | None =
     return shlex.join([*argv, *append])
 
 
-TUNER_CLASS = "strategies.tuner.NSGA2Tuner"
-TUNER_NAME = "TamNasNSGA2"  # builtinName in strategies/nsga2_meta.yml
-
-
-def check_search_config(path: str | os.PathLike) -> str:
-    """Check an NSGA-II search config before ``nnictl create``; returns a one-line summary.
-
-    NNI 3.0 does not run a tuner's classArgs validator for these configs: bad classArgs only
-    show up as an ERROR experiment whose tuner "did not connect" (the reason is in the
-    dispatcher log). This catches them first, with the file and field named: NNI's own
-    schema check, the tuner's classArgs, the search space file, and a trial limit below the
-    search's budget (the last generation would never complete).
-    """
-    from nni.experiment.config import ExperimentConfig
-
-    from search_space.encoding import ArchitectureError
-
-    from .space import check_search_space
-    from .tuner import parse_class_args
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read the config: {e}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a YAML mapping, got {type(raw).__name__}")
-    try:
-        ExperimentConfig.load(str(path)).validate()
-    except Exception as e:  # NNI raises ValueError, AssertionError or TypeError
-        raise ValueError(f"{path}: NNI rejects the config: {e}") from None
-    tuner = raw.get("tuner") or {}
-    if tuner.get("className") != TUNER_CLASS and tuner.get("name") != TUNER_NAME:
-        raise ValueError(f"{path}: tuner: expected className {TUNER_CLASS} (or name {TUNER_NAME}), got "
-                         f"{tuner.get('className') or tuner.get('name')!r}")
-    try:
-        config, space, _ = parse_class_args(tuner.get("classArgs") or {})
-    except ValueError as e:
-        raise ValueError(f"{path}: tuner.classArgs: {e}") from None
-    space_file = path.parent / raw["searchSpaceFile"] if "searchSpaceFile" in raw else None
-    try:
-        search_space = raw["searchSpace"] if space_file is None else json.loads(space_file.read_text())
-        check_search_space(search_space)
-    except (OSError, ValueError, KeyError, ArchitectureError) as e:
-        raise ValueError(f"{path}: searchSpaceFile {space_file}: {e}") from None
-    budget = config.population_size + config.generations * config.offspring_size
-    max_trials = raw.get("maxTrialNumber")
-    if max_trials is not None and max_trials < budget:
-        raise ValueError(f"{path}: maxTrialNumber: {max_trials} is below the search's budget "
-                         f"{config.population_size} + {config.generations} x {config.offspring_size} = {budget} "
-                         "evaluations; the last generation would never complete")
-    return (f"{path}: ok: NSGA-II {config.population_size} + {config.generations} x {config.offspring_size} = "
-            f"{budget} evaluations on {space.dataset} (width {space.width_multiplier}), maxTrialNumber "
-            f"{max_trials}, trialConcurrency {raw.get('trialConcurrency')}")
-
-
 def rest(port: int, path: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(f"http://localhost:{port}/api/v1/nni/{path}", timeout=timeout) as r:
         return json.loads(r.read())
@@ -194,13 +150,19 @@ def wait(port: int, timeout: float, *, poll: float = 3.0,
                     trial_counts(port).get(s, 0) for s in ACTIVE_TRIAL_STATUSES):
                 return str(status["status"])
         time.sleep(poll)
-    raise ExperimentError(f"experiment on port {port} not finished after {timeout:.0f}s "
+    raise ExperimentTimeout(f"experiment on port {port} not finished after {timeout:.0f}s "
                           f"(last status {status.get('status')!r})")
 
 
-def trial_counts(port: int) -> dict[str, int]:
+def trial_jobs(port: int) -> list[dict[str, Any]]:
+    """NNI's trial job records (``trialJobId``, ``status``, ...) of the experiment on ``port``."""
+    return list(rest(port, "trial-jobs"))
+
+
+def trial_counts(port: int, jobs: Sequence[Mapping[str, Any]] | None = None) -> dict[str, int]:
+    """Trial jobs per status (``SUCCEEDED``, ``FAILED``, ``RUNNING``, ...)."""
     counts: dict[str, int] = {}
-    for job in rest(port, "trial-jobs"):
+    for job in trial_jobs(port) if jobs is None else jobs:
         counts[job["status"]] = counts.get(job["status"], 0) + 1
     return counts
 

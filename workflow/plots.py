@@ -1,9 +1,9 @@
 """Figures of the analysis report (paper Figs. 5-9 and hypervolume per generation), matplotlib only.
 
 Every function takes plain data and returns a :class:`matplotlib.figure.Figure` built without
-pyplot (no global state; Agg canvas), so :mod:`strategies.report` can save it and tests can read
+pyplot (no global state; Agg canvas), so :mod:`workflow.report` can save it and tests can read
 the plotted arrays back (``collection.get_offsets()``, ``collection.get_sizes()``,
-``image.get_array()``). Collections carry a ``gid`` saying what they hold.
+``image.get_array()``). Collections and texts carry a ``gid`` saying what they hold.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+
+from .choice import short_label
+from .output import size
 
 # Marker area (points²) of the smallest and the largest model: area grows linearly with parameters.
 MIN_MARKER = 20.0
@@ -65,15 +68,41 @@ def series_colours(names_and_inits: Sequence[tuple[str, str]]) -> dict[str, str]
     return out
 
 
+def shared_limits(points: Sequence[Point], margin: float = 0.12) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(x limits, y limits) holding every point with a margin: one scale for all panels."""
+    if not points:
+        return (0.0, 100.0), (0.0, 100.0)
+    out = []
+    for values in ([p.adv_error for p in points], [p.clean_error for p in points]):
+        lo, hi = min(values), max(values)
+        pad = max(hi - lo, 2.0) * margin
+        out.append((lo - pad, hi + pad))
+    return out[0], out[1]
+
+
+def size_legend_values(params: Sequence[float]) -> list[float]:
+    """Parameter counts shown in the marker-size legend: the smallest and the largest plotted (and
+    the middle one when they differ by more than 20 %)."""
+    if not params:
+        return []
+    lo, hi = min(params), max(params)
+    if hi <= lo:
+        return [lo]
+    return [lo, (lo + hi) / 2, hi] if hi > 1.2 * lo else [lo, hi]
+
+
 def front_figure(panels: Sequence[tuple[str, Sequence[Point]]], max_params: float) -> Figure:
     """Figs. 6-7: adversarial error vs clean error, one panel per point set, marker area = parameters.
 
     In every panel, the searched front's architectures form the collection with gid ``front``
     (circles) and the others (LegoNet, ...) the one with gid ``extra`` (stars); points keep the
-    order of ``panels``.
+    order of ``panels``. All panels share one scale (:func:`shared_limits`) so that a point's
+    move between panels is its change; the legend with gid ``sizes`` reads marker area as parameters.
     """
     n = max(len(panels), 1)
-    fig = Figure(figsize=(5.0 * n, 4.4), layout="constrained")
+    fig = Figure(figsize=(5.0 * n, 4.8), layout="constrained")
+    every = [p for _, points in panels for p in points]
+    xlim, ylim = shared_limits(every)
     for i, (title, points) in enumerate(panels):
         ax = fig.add_subplot(1, n, i + 1)
         for gid, marker, sel in (("front", "o", [p for p in points if p.on_front]),
@@ -85,18 +114,34 @@ def front_figure(panels: Sequence[tuple[str, Sequence[Point]]], max_params: floa
                             marker=marker, alpha=0.8, edgecolors="black", linewidths=0.6)
             sc.set_gid(gid)
         for p in points:
-            ax.annotate(p.label, (p.adv_error, p.clean_error), textcoords="offset points", xytext=(6, 4),
-                        fontsize=8)
+            ax.annotate(short_label(p.label), (p.adv_error, p.clean_error), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("adversarial error (%)")
         ax.set_ylabel("clean error (%)")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
-        ax.margins(0.15)
+    _size_legend(fig, [p.params for p in every], max_params)
     return fig
 
 
+def _size_legend(fig: Figure, params: Sequence[float], max_params: float) -> None:
+    values = size_legend_values(params)
+    if not values:
+        return
+    ax = fig.axes[0]
+    handles = [ax.scatter([], [], s=marker_size(v, max_params), facecolors="none", edgecolors="black",
+                          label=size(v)) for v in values]
+    legend = fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8,
+                        frameon=False, title="marker area = parameters (area grows linearly from 0)",
+                        title_fontsize=8, handleheight=3.0, borderpad=0.8)
+    legend.set_gid("sizes")
+
+
 def front_3d_figure(series: Sequence[tuple[str, Sequence[Point]]], colours: Mapping[str, str]) -> Figure:
-    """Fig. 5: parameters (M) × adversarial error × clean error, one colour per series (gid = name)."""
+    """Fig. 5: parameters (M) × adversarial error × clean error, one colour per series (gid = name),
+    each point labelled as in the 2-D panels (texts with gid ``label``)."""
     fig = Figure(figsize=(6.4, 5.4), layout="constrained")
     ax = fig.add_subplot(projection="3d")
     for name, points in series:
@@ -105,6 +150,10 @@ def front_3d_figure(series: Sequence[tuple[str, Sequence[Point]]], colours: Mapp
         sc = ax.scatter([p.params / 1e6 for p in points], [p.adv_error for p in points],
                         [p.clean_error for p in points], c=colours[name], label=name, depthshade=False, s=30)
         sc.set_gid(name)
+        for p in points:
+            text = ax.text(p.params / 1e6, p.adv_error, p.clean_error, f" {short_label(p.label)}", fontsize=7,
+                           color=colours[name])
+            text.set_gid("label")
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("adversarial error (%)")
     ax.set_zlabel("clean error (%)")
@@ -113,7 +162,11 @@ def front_3d_figure(series: Sequence[tuple[str, Sequence[Point]]], colours: Mapp
 
 
 def hypervolume_figure(generations: Sequence[int], hypervolumes: Sequence[float]) -> Figure:
-    """Hypervolume of the front after each generation (paper §IV-A2); the line has gid ``hypervolume``."""
+    """Hypervolume of the front after each generation (paper §IV-A2); the line has gid ``hypervolume``.
+
+    The y axis is scaled to the values; when it does not start at 0 its label (gid
+    ``truncation``) says where it starts, and a break mark sits at its foot.
+    """
     fig = Figure(figsize=(5.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
     (line,) = ax.plot(list(generations), list(hypervolumes), marker="o")
@@ -123,6 +176,13 @@ def hypervolume_figure(generations: Sequence[int], hypervolumes: Sequence[float]
     ax.grid(alpha=0.3)
     if generations:
         ax.set_xticks(list(generations) if len(generations) <= 25 else ax.get_xticks())
+    bottom = ax.get_ylim()[0]
+    if hypervolumes and bottom > 0:  # said in the axis label, and a break mark at the axis' foot
+        ax.set_ylabel(f"hypervolume (normalised objectives)\naxis truncated: starts at {bottom:.4g}, not 0")
+        ax.yaxis.label.set_gid("truncation")
+        for y0 in (0.0, 0.025):
+            ax.plot([-0.015, 0.015], [y0, y0 + 0.025], transform=ax.transAxes, color="black", lw=0.8,
+                    clip_on=False)
     return fig
 
 
