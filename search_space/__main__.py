@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import sys
-import warnings
 from collections.abc import Mapping
 
 from .architecture import Architecture
@@ -34,7 +33,7 @@ from .space import (
     nni_search_space,
 )
 
-logger = logging.getLogger("search_space")
+logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET, DEFAULT_WIDTH = "fashion_mnist", 1
 
@@ -110,7 +109,6 @@ def cmd_params(args: argparse.Namespace) -> None:
     n = count_params(arch, space)
     result = {"params": n, "space": space.to_dict()}
     if args.check:
-        warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
         from .supernet import build_subnet
 
         built = sum(p.numel() for p in build_subnet(arch, space).parameters())

@@ -3,13 +3,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
-
-# NNI warns that some torch classes are "not a nn.Module" on import: harmless (docs/architecture.md §8).
-warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -54,11 +54,9 @@ def add_out_argument(parser: argparse.ArgumentParser, help: str, *, required: bo
 def quiet_third_party() -> None:
     """Filter the harmless third-party noise of a training run, and nothing else.
 
-    * NNI warns on import that some torch classes are "not a nn.Module" (docs/architecture.md §8);
     * torch deprecates ``LeafSpec``, which Lightning's pytree helper still instantiates;
     * Lightning's litlogger advert and GPU/TPU/HPU availability lines.
     """
-    warnings.filterwarnings("ignore", message=".*not a nn.Module.*")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     for name in _LIGHTNING_LOGGERS:
