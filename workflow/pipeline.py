@@ -73,14 +73,14 @@ PROFILES: dict[str, Profile] = {
     # The integration test: every stage for real, on a sliver of Fashion-MNIST.
     "tiny": Profile(
         supernet_overrides=("data.train_subset=128", "data.val_subset=64", "validation.max_batches=1",
-                            "validation.bn_recalibration_batches=1"),
+                            "validation.bn_batches=1"),
         search={"tuner.classArgs.population_size": 4, "tuner.classArgs.offspring_size": 4,
                 "tuner.classArgs.generations": 1, "tuner.classArgs.tournament_size": 2, "maxTrialNumber": 8},
         search_trial_args={"--eval-examples": "32", "--bn-batches": "1", "--batch-size": "32", "--steps": "2"},
         retrain_roles=("best-adv",),
         retrain_init="scratch",
         retrain_overrides=("epochs=1", "milestones=[1]", "data.train_subset=64", "data.val_subset=32",
-                           "evaluation.test_subset=32", "evaluation.epsilons=[0.1]", "evaluation.steps=[2]"),
+                           "evaluation.examples=32", "evaluation.epsilons=[0.1]", "evaluation.steps=[2]"),
         search_timeout=900, retrain_timeout=600, reference_supernet_seconds=45,
     ),
 }
@@ -194,11 +194,11 @@ def _retrain(out: Path, profile: Profile, py: str, checkpoint: Path, space: Path
     n = len(json.loads(space.read_text())["arch"]["_value"])
     how = "fine-tuned from the supernet" if profile.retrain_init == "finetune" else "trained from scratch"
     _stage(4, f"retrain: {n} architectures {how}, evaluated on the test split (time limit {limit[0]:.0f} s)")
-    overrides = profile.retrain_overrides
-    if profile.retrain_init == "finetune":
-        overrides = ("init=finetune", f"supernet_checkpoint={checkpoint.resolve()}", *overrides)
+    # retrain.cpu.yml fine-tunes from its --checkpoint (init: auto): point it at this run's supernet
+    overrides = (f"init={profile.retrain_init}", *profile.retrain_overrides)
     template = REPO / "nni_configs" / "retrain.cpu.yml"
     retrain_trial = nnictl.trial_command(yaml.safe_load(template.read_text())["trialCommand"], py,
+                                         replace={"--checkpoint": str(checkpoint.resolve())},
                                          append=[a for o in overrides for a in ("--set", o)])
     retrain_cfg = nnictl.resolve_config(template, out / "retrain.yml", working_dir=out / "nni",
                                         overrides={"searchSpaceFile": str(space), "trialCommand": retrain_trial})
