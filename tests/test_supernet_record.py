@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from search_space.record import RecordError, SupernetRecord, file_sha256, record_beside_checkpoint, record_path
+from search_space.record import (
+    RecordError,
+    SupernetRecord,
+    file_sha256,
+    record_beside_checkpoint,
+    record_path,
+)
 from search_space.space import RATIOS, SpaceConfig
 from tests.conftest import REPO
 from trainers.supernet import load_supernet_config
