@@ -173,6 +173,17 @@ def test_tuner_refuses_subsets_and_bounds_beyond_the_record(tmp_path):
         parse_class_args({**SEARCH, "supernet": str(tmp_path / "nowhere")})
 
 
+def test_an_experiment_searched_the_space_of_its_supernet_record(tmp_path):
+    from strategies.export import experiment_space
+    from tests.test_nsga2_cli import _experiment
+
+    run = make_run(tmp_path)
+    assert experiment_space(_experiment(tmp_path, {**SEARCH, "supernet": str(run)})) == SpaceConfig.for_dataset(
+        "cifar10", 2)
+    # the record is gone and there is no front.json: no space (the commands then ask for the flags)
+    assert experiment_space(_experiment(tmp_path / "b", {**SEARCH, "supernet": str(tmp_path / "gone")})) is None
+
+
 # --------------------------------------------------------------------------- the retrain's check
 def _retrain_config(tmp_path: Path, ckpt: Path, dataset: str = "fashion_mnist") -> Path:
     path = tmp_path / "retrain.yml"
@@ -213,6 +224,34 @@ def test_retrain_accepts_the_supernet_of_its_space(tmp_path, caplog):
     ckpt.write_bytes(b"another state")
     check_supernet_record(load_config(_retrain_config(tmp_path, ckpt), RetrainConfig))
     assert "checkpoint.sha256 is not" in caplog.text
+
+
+def test_record_of_an_existing_checkpoint(tmp_path):
+    import torch
+
+    from trainers.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from trainers.config import config_to_dict
+    from trainers.supernet_record import record_from_checkpoint
+
+    config = load_supernet_config(PRESETS / "fashion_mnist_quick.yml").with_absolute_data_root()
+    meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": config.space.to_dict(),
+            "config": config_to_dict(config)}
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("last.ckpt", "epoch0002.ckpt"):  # what a run keeps: the last state, and every N epochs
+        torch.save({"tamnas": meta, "epoch": 2, "global_step": 576}, ckpts / name)
+    last = record_from_checkpoint(ckpts / "last.ckpt")
+    assert last.path == tmp_path / "run" / "supernet.json" and last.epochs_trained == 3
+    assert last.checkpoint_file == "checkpoints/last.ckpt" and [p.trained_epochs for p in last.phases] == [2, 1]
+    kept = record_from_checkpoint(ckpts / "epoch0002.ckpt")  # does not overwrite last.ckpt's record
+    assert kept.path == tmp_path / "run" / "supernet.epoch0002.json"
+    assert SupernetRecord.load(kept.path).checkpoint_path == ckpts / "epoch0002.ckpt"
+    assert SupernetRecord.load(tmp_path / "run") == last
+    torch.save({"epoch": 2}, ckpts / "other.ckpt")
+    r = subprocess.run([sys.executable, "-m", "trainers", "record", str(ckpts / "other.ckpt")], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 2 and r.stderr.strip().endswith("not a TAM-NAS supernet checkpoint (no 'tamnas' entry "
+                                                           "of format 'tamnas-supernet')")
 
 
 # --------------------------------------------------------------------------- training writes it

@@ -46,13 +46,11 @@ from .methods import training_method
 from .sampler import ArchitectureSampler
 from .supernet_config import SupernetConfig
 from .supernet_data import derive_seed
-from .supernet_record import write_record
+from .supernet_record import LAST_CHECKPOINT, write_record
 
 __all__ = ["LAST_CHECKPOINT", "SupernetModule", "state_digest"]
 
 logger = logging.getLogger(__name__)
-
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def state_digest(module: torch.nn.Module) -> str:

@@ -6,7 +6,9 @@ without one (an older run, a copied file)::
 
     python -m trainers record runs/supernet/cifar10_2s1_eps8/checkpoints/last.ckpt
 
-writes ``runs/supernet/cifar10_2s1_eps8/supernet.json`` (or ``--out PATH``).
+writes ``runs/supernet/cifar10_2s1_eps8/supernet.json`` (or ``--out PATH``; for a kept
+``checkpoints/epoch0100.ckpt``, ``supernet.epoch0100.json``, which the tuner's ``supernet`` classArg
+also takes).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from .cli import add_out_argument, usage_error
 from .config import ConfigError, build_config, default_root
 from .sampler import PhaseConfig, SamplerConfig
 from .supernet_config import SupernetConfig
+
+LAST_CHECKPOINT = "last.ckpt"  # what training keeps up to date; its record is RUN/supernet.json
 
 __all__ = ["add_arguments", "build_record", "record_from_checkpoint", "run", "trained_ratios", "write_record"]
 
@@ -90,7 +94,11 @@ def write_record(config: SupernetConfig, checkpoint: str | os.PathLike, *, epoch
 
 
 def record_from_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None) -> SupernetRecord:
-    """Write the record of an existing checkpoint from what it holds (config, epoch, step)."""
+    """Write the record of an existing checkpoint from what it holds (config, epoch, step).
+
+    Default place: ``RUN/supernet.json`` for ``RUN/checkpoints/last.ckpt`` (where training writes
+    it), ``RUN/supernet.<name>.json`` for another checkpoint of the run (``epoch0100.ckpt``).
+    """
     path = Path(checkpoint)
     ckpt = load_checkpoint(path)
     space = checkpoint_space(ckpt, path)  # also refuses a file that is not a TAM-NAS supernet checkpoint
@@ -106,6 +114,8 @@ def record_from_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike
     epochs = int(ckpt.get("epoch", -1)) + 1
     if epochs < 1:
         raise CheckpointError(f"{path}: epoch: {ckpt.get('epoch')!r}, not the checkpoint of a trained epoch")
+    if out is None and path.name != LAST_CHECKPOINT:  # RUN/supernet.json describes RUN/checkpoints/last.ckpt
+        out = record_beside_checkpoint(path).with_name(f"supernet.{path.stem}.json")
     record = write_record(config, path, epochs_trained=epochs, global_step=int(ckpt.get("global_step", 0)),
                           record_path=out)
     logger.info("wrote %s: %s width %d, %d epochs, search ratios %s, param range %s", record.path,
@@ -118,7 +128,8 @@ def record_from_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m trainers record``."""
     parser.add_argument("checkpoint", help="supernet checkpoint (RUN/checkpoints/last.ckpt)")
-    add_out_argument(parser, "record to write (default: RUN/supernet.json, next to checkpoints/)")
+    add_out_argument(parser, "record to write (default: RUN/supernet.json for RUN/checkpoints/last.ckpt, "
+                             "RUN/supernet.NAME.json for another checkpoint NAME.ckpt)")
 
 
 def run(args: argparse.Namespace) -> int:
