@@ -20,7 +20,7 @@ setup: $(VENV)/.installed data
 
 # Fashion-MNIST: Debian's dataset-fashion-mnist when apt is available, else torchvision's download.
 $(FMNIST_RAW)/.ready: | $(VENV)/.installed
-	$(PYTHON) -m trainers.data fetch-fashion-mnist --root $(DATA)
+	$(PYTHON) -m trainers.data fetch --dataset fashion_mnist --root $(DATA)
 	touch $@
 
 data: $(FMNIST_RAW)/.ready

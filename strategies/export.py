@@ -21,6 +21,7 @@ from search_space.space import ArchitectureError, SpaceConfig
 
 from .objectives import extract_objectives, objective_matrix
 from .operators import fast_non_dominated_sort
+from .record import SUPERNET_KEY, apply_supernet_record
 
 _logger = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def query_db(db: str | os.PathLike, *queries: str) -> list[list[tuple]]:
 
 
 def experiment_space(experiment: str | os.PathLike) -> SpaceConfig | None:
-    """The space an experiment searched: its tuner's ``dataset``/``width_multiplier`` classArgs (from
-    NNI's database), else the ``space`` of the ``front.json`` the tuner wrote; ``None`` if neither."""
+    """The space an experiment searched: its tuner's ``dataset``/``width_multiplier`` classArgs or the
+    record its ``supernet`` classArg names (from NNI's database), else the ``space`` of the ``front.json`` the tuner wrote; ``None`` if neither."""
     directory = experiment_dir(experiment)
     try:
         (rows,) = query_db(directory / "db" / "nni.sqlite",
@@ -76,6 +77,11 @@ def experiment_space(experiment: str | os.PathLike) -> SpaceConfig | None:
         rows = []  # no profile table (e.g. a hand-made database): fall back on front.json
     tuner = (json.loads(rows[0][0]) or {}).get("tuner") if rows and rows[0][0] else None
     args = (tuner or {}).get("classArgs") or {}
+    if SUPERNET_KEY in args:  # the space came from the supernet record (strategies.record)
+        try:
+            args = apply_supernet_record(args, (tuner or {}).get("codeDirectory"))
+        except ValueError:
+            args = {}  # the record moved or changed since: front.json still says
     if "dataset" in args and "width_multiplier" in args:
         try:
             return SpaceConfig.for_dataset(args["dataset"], args["width_multiplier"])

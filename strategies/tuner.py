@@ -75,6 +75,7 @@ from .config import CONFIG_KEYS, NSGA2Config
 from .export import trial_jobs
 from .nsga2 import NSGA2Search, state_config
 from .objectives import extract_objectives
+from .record import apply_supernet_record
 from .runner import write_outputs
 
 _logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
     ``check_reach``: also refuse a ``param_range`` the parameter table says no architecture
     reaches (off when the caller brings its own parameter count).
     """
+    kwargs = apply_supernet_record(kwargs)  # classArg supernet: the space and ranges from its record
     unknown = sorted(set(kwargs) - set(CONFIG_KEYS) - set(_TUNER_KEYS))
     if unknown:
         raise ValueError(f"NSGA2Tuner classArgs: unknown key(s) {unknown}; "

@@ -17,7 +17,7 @@ def data_root() -> Path:
     raw = root / "FashionMNIST" / "raw"
     if not (raw / "train-images-idx3-ubyte").exists():
         pytest.fail(f"Fashion-MNIST not found under {raw}: run `make data` "
-                    "(python -m trainers.data fetch-fashion-mnist --root data)")
+                    "(python -m trainers.data fetch --dataset fashion_mnist --root data)")
     return root
 
 

@@ -52,12 +52,13 @@ def test_subsets_and_augmentation(data_root):
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-    with pytest.raises(DataNotFoundError, match="fetch-fashion-mnist"):
-        get_splits("fashion_mnist", tmp_path)
-    with pytest.raises(DataNotFoundError, match="download"):
-        get_splits("cifar10", tmp_path)
+    for name in DATASET_NAMES:  # the error names the exact command that fetches it
+        with pytest.raises(DataNotFoundError, match=rf"{name} not found under {tmp_path}: .*To get it, run "
+                                                    rf"`python -m trainers.data fetch --dataset {name} --root "
+                                                    rf"{tmp_path}`"):
+            get_splits(name, tmp_path)
     # SVHN: no download either (download=False is the default); the error names the files to put there
-    with pytest.raises(DataNotFoundError, match=r"svhn not found under .*--download.*train_32x32\.mat and "
+    with pytest.raises(DataNotFoundError, match=r"svhn not found under .*train_32x32\.mat and "
                                                 r"test_32x32\.mat under"):
         get_splits("svhn", tmp_path)
     assert not any(tmp_path.iterdir())  # nothing was fetched or created
@@ -66,7 +67,69 @@ def test_missing_data_says_how_to_get_it(tmp_path):
 
 
 def test_fetch_prints_nothing_on_stdout(data_root, capsys, caplog):
-    """``python -m trainers.data fetch-fashion-mnist`` reports through logging, not a stray printed path."""
+    """``python -m trainers.data fetch`` reports through logging, not a stray printed path."""
     with caplog.at_level("INFO", logger="trainers.data"):
+        assert data.main(["fetch", "--dataset", "fashion_mnist", "--root", str(data_root)]) == 0
+    assert capsys.readouterr().out == "" and "fashion_mnist already in" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="trainers.data"):  # the old spelling, deprecated
         assert data.main(["fetch-fashion-mnist", "--root", str(data_root)]) == 0
-    assert capsys.readouterr().out == "" and "Fashion-MNIST already in" in caplog.text
+    assert "fetch-fashion-mnist is deprecated: use fetch --dataset fashion_mnist" in caplog.text
+
+
+def _fake_cifar10(root):
+    """A downloader that takes a while and leaves a mark per call (no network)."""
+    import os
+    import time
+    from pathlib import Path
+
+    with open(Path(root) / "calls.txt", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(0.5)
+    batches = Path(root) / "cifar-10-batches-py"
+    batches.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).write_bytes(b"x")
+
+
+def _fetch_in_process(root, barrier):
+    barrier.wait()  # all start together
+    data.fetch("cifar10", root, downloader=_fake_cifar10)
+
+
+def test_processes_that_fetch_together_download_once(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_fetch_in_process, args=(tmp_path, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 1  # one download, three waited
+    assert data.is_present("cifar10", tmp_path)
+    data.fetch("cifar10", tmp_path, downloader=_fake_cifar10)  # present: no call
+    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 1
+
+
+def test_a_download_that_leaves_files_missing_is_an_error(tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"svhn: the download left \['train_32x32.mat', 'test_32x32.mat'\] "
+                                                "missing"):
+        data.fetch("svhn", tmp_path, downloader=lambda root: None)
+
+
+def test_under_ddp_rank_zero_fetches_first(tmp_path, monkeypatch):
+    calls = []
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    for rank in (1, 0):
+        monkeypatch.setattr(dist, "get_rank", lambda rank=rank: rank)
+        data.fetch_once("cifar10", tmp_path / str(rank), downloader=lambda root, rank=rank: (
+            calls.append(f"download {rank}"), _fake_cifar10(root)))
+    # rank 1 waits at the barrier before looking (here nobody filled its directory, so it fetches
+    # itself, as a rank on another machine's local disk would); rank 0 fetches, then joins the barrier
+    assert calls == ["barrier", "download 1", "download 0", "barrier"]

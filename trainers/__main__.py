@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "supernet": ("trainers.supernet", "one-shot adversarial supernet training (paper Algorithm 1)"),
     "evaluate": ("trainers.search_trial", "score one architecture with inherited supernet weights (search trial)"),
     "retrain": ("trainers.retrain", "retrain front architectures; build the retrain search space"),
+    "record": ("trainers.supernet_record", "write the supernet record (supernet.json) of a checkpoint"),
 }
 
 

@@ -8,20 +8,26 @@ Augmentation follows the paper: pad 4 + random crop, plus horizontal flip for CI
 Fashion-MNIST (clothes are left-right symmetric), no flip for SVHN digits. Fashion-MNIST is
 zero-padded from 28x28 to 32x32 so the Table I macro-architecture applies unchanged.
 
-``python -m trainers.data fetch-fashion-mnist --root data`` puts Fashion-MNIST where
-torchvision reads it, from Debian's ``dataset-fashion-mnist`` package when apt is available,
-else through torchvision's download.
+``python -m trainers.data fetch --dataset {cifar10,svhn,fashion_mnist} --root DIR`` puts a data set
+where torchvision reads it: CIFAR-10 and SVHN through torchvision's download (where the internet
+is reachable), Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package when apt is
+available, else through torchvision's download (``fetch-fashion-mnist`` is the old, deprecated
+spelling). A config with ``data.download: true`` fetches the same way when the data is missing:
+one process fetches (under DDP rank 0, and a file lock in the data directory across the processes
+of one machine), the others wait for it (docs/architecture.md §9).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from search_space.datasets import dataset_spec
+from search_space.datasets import DATASET_NAMES, dataset_spec
 from trainers.cli import ArgumentParser, setup_logging
 from trainers.config import default_root
 
@@ -57,37 +63,124 @@ def _transforms(name: str, train: bool) -> transforms.Compose:
     return transforms.Compose(ops)
 
 
+FETCH_COMMAND = "python -m trainers.data fetch --dataset {name} --root {root}"
+
+
 @dataclass(frozen=True)
 class _Reader:
-    """How torchvision reads one registry data set, and how to get its files."""
+    """How torchvision reads one registry data set, which files it needs, and how to get them."""
 
-    open: Callable[[str, bool, transforms.Compose, bool], Dataset]  # (root, train, transform, download)
-    hint: str  # {root} is filled in
+    open: Callable[[str, bool, transforms.Compose], Dataset]  # (root, train, transform)
+    files: tuple[str, ...]  # relative to the root: present iff all exist
+    download: Callable[[Path], None]  # torchvision's download (or Debian's package) into the root
+    manual: str  # how to put the files there by hand; {root} is filled in
+
+
+def _download_cifar10(root: Path) -> None:
+    for train in (True, False):
+        datasets.CIFAR10(str(root), train=train, download=True)
+
+
+def _download_svhn(root: Path) -> None:
+    for split in ("train", "test"):
+        datasets.SVHN(str(root), split=split, download=True)
+
+
+def _download_fashion_mnist(root: Path) -> None:
+    fetch_fashion_mnist(root)
 
 
 # One reader per data set of the registry (tests/test_data.py checks that none is missing).
 _READERS: dict[str, _Reader] = {
-    "cifar10": _Reader(lambda root, train, tf, dl: datasets.CIFAR10(root, train=train, transform=tf, download=dl),
-                       "pass download=True (--download) where the internet is reachable, or put "
-                       "cifar-10-batches-py/ under {root}"),
-    "svhn": _Reader(lambda root, train, tf, dl: datasets.SVHN(root, split="train" if train else "test",
-                                                              transform=tf, download=dl),
-                    "pass download=True (--download) where the internet is reachable, or put "
-                    "train_32x32.mat and test_32x32.mat under {root}"),
-    "fashion_mnist": _Reader(lambda root, train, tf, dl: datasets.FashionMNIST(root, train=train, transform=tf,
-                                                                               download=dl),
-                             "run `python -m trainers.data fetch-fashion-mnist --root {root}` "
-                             "(Debian: apt-get install dataset-fashion-mnist)"),
+    "cifar10": _Reader(
+        lambda root, train, tf: datasets.CIFAR10(root, train=train, transform=tf),
+        tuple(f"cifar-10-batches-py/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")),
+        _download_cifar10,
+        "or put torchvision's cifar-10-batches-py/ under {root}"),
+    "svhn": _Reader(
+        lambda root, train, tf: datasets.SVHN(root, split="train" if train else "test", transform=tf),
+        ("train_32x32.mat", "test_32x32.mat"),
+        _download_svhn,
+        "or put train_32x32.mat and test_32x32.mat under {root}"),
+    "fashion_mnist": _Reader(
+        lambda root, train, tf: datasets.FashionMNIST(root, train=train, transform=tf),
+        tuple(f"FashionMNIST/raw/{f}" for f in FMNIST_FILES),
+        _download_fashion_mnist,
+        "(Debian: apt-get install dataset-fashion-mnist)"),
 }
 
 
-def _raw_dataset(name: str, root: Path, split: str, train_transform: bool, download: bool) -> Dataset:
+def fetch_command(name: str, root: str | os.PathLike) -> str:
+    """The command that fetches data set ``name`` into ``root``."""
+    return FETCH_COMMAND.format(name=name, root=root)
+
+
+def is_present(name: str, root: str | os.PathLike) -> bool:
+    """Whether every file torchvision reads for ``name`` is under ``root``."""
+    return all((Path(root) / f).is_file() for f in _READERS[dataset_spec(name).name].files)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed): one holder at a time on this machine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fetch(name: str, root: str | os.PathLike, downloader: Callable[[Path], None] | None = None) -> Path:
+    """Put data set ``name`` under ``root`` unless it is there; one fetcher at a time.
+
+    The check and the download run under a lock file in ``root`` (``.fetch-<name>.lock``): of
+    processes that call this together, the first fetches and the others wait and then find the
+    files. ``downloader(root)`` replaces the data set's own (tests).
+    """
+    reader = _READERS[dataset_spec(name).name]
+    root = Path(root)
+    if is_present(name, root):
+        logger.info("%s already in %s", name, root)
+        return root
+    with _file_lock(root / f".fetch-{name}.lock"):
+        if not is_present(name, root):
+            logger.info("fetching %s into %s", name, root)
+            (downloader or reader.download)(root)
+        if not is_present(name, root):
+            missing = [f for f in reader.files if not (root / f).is_file()]
+            raise DataNotFoundError(f"{name}: the download left {missing} missing under {root}")
+    return root
+
+
+def fetch_once(name: str, root: str | os.PathLike, downloader: Callable[[Path], None] | None = None) -> Path:
+    """:func:`fetch` where several training processes start together (DDP).
+
+    With ``torch.distributed`` initialised, rank 0 fetches while the other ranks wait at a barrier;
+    then a rank that still does not see the files (another machine's local disk) fetches under
+    the lock, so one process per machine downloads.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_rank() == 0:
+            try:
+                fetch(name, root, downloader)
+            finally:
+                dist.barrier()
+        else:
+            dist.barrier()
+    return fetch(name, root, downloader)
+
+
+def _raw_dataset(name: str, root: Path, split: str, train_transform: bool) -> Dataset:
     reader = _READERS[dataset_spec(name).name]
     try:
-        return reader.open(str(root), split == "train", _transforms(name, train_transform), download)
+        return reader.open(str(root), split == "train", _transforms(name, train_transform))
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DataNotFoundError(f"{name} not found under {root}: {e}. To get it: "
-                                f"{reader.hint.format(root=root)}") from None
+        raise DataNotFoundError(f"{name} not found under {root}: {e} To get it, run `{fetch_command(name, root)}` "
+                                f"where the internet is reachable (or set data.download: true), "
+                                f"{reader.manual.format(root=root)}") from None
 
 
 @dataclass
@@ -104,15 +197,18 @@ def get_splits(name: str, root: str | os.PathLike | None = None, *, val_size: in
 
     ``val_size`` (count, or a fraction of the training set) is held out from the training set
     by a permutation fixed by ``seed``; ``*_subset`` keep the first N of each split (quick presets).
+    ``download``: fetch the data set first if it is missing (:func:`fetch_once`).
     """
     try:
         dataset_spec(name)
     except ValueError as e:
         raise ValueError(f"dataset: {e}") from None
     root = Path(root) if root is not None else default_root()
-    train_full = _raw_dataset(name, root, "train", augment, download)
-    train_plain = _raw_dataset(name, root, "train", False, False)
-    test = _raw_dataset(name, root, "test", False, download)
+    if download:
+        fetch_once(name, root)
+    train_full = _raw_dataset(name, root, "train", augment)
+    train_plain = _raw_dataset(name, root, "train", False)
+    test = _raw_dataset(name, root, "test", False)
     n = len(train_full)  # type: ignore[arg-type]
     n_val = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
     if not 0 < n_val < n:
@@ -167,14 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m trainers.data", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fetch-fashion-mnist", help="put Fashion-MNIST under ROOT/FashionMNIST/raw")
+    p = sub.add_parser("fetch", help="put a data set under ROOT where torchvision reads it")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASET_NAMES))
+    p.add_argument("--root", default=str(default_root()), help="data directory (default: $TAMNAS_DATA or ./data)")
+    p = sub.add_parser("fetch-fashion-mnist", help="deprecated: fetch --dataset fashion_mnist")
     p.add_argument("--root", default=str(default_root()))
     args = parser.parse_args(argv)
     setup_logging()
+    if args.command == "fetch-fashion-mnist":
+        logger.warning("fetch-fashion-mnist is deprecated: use fetch --dataset fashion_mnist")
+        args.dataset = "fashion_mnist"
     try:
-        fetch_fashion_mnist(args.root)
-    except (OSError, RuntimeError) as e:
-        sys.stderr.write(f"error: could not get Fashion-MNIST: {e}\n")
+        fetch(args.dataset, args.root)
+    except (OSError, RuntimeError) as e:  # DataNotFoundError is an OSError
+        sys.stderr.write(f"error: could not get {args.dataset}: {e}\n")
         return 1
     return 0
 

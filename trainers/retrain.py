@@ -43,6 +43,7 @@ from search_space.encoding import (
     atomic_write_text,
     load_architecture,
     load_front,
+    read_space,
 )
 from search_space.params import count_params
 from trainers import cli
@@ -122,6 +123,34 @@ class RetrainConfig:
         return grid if grid.seed is not None else replace(grid, seed=self.seed)
 
 
+def check_supernet_record(config: RetrainConfig) -> None:
+    """Refuse, in one line, a fine-tuning run whose space is not the supernet's.
+
+    Fine-tuning reads the supernet record next to the checkpoint (``<run>/supernet.json``,
+    :mod:`search_space.record`), when there is one, and compares its space with the config's
+    (``data.dataset``, ``width_multiplier``); a record whose checkpoint digest is not the file's
+    only warns (the record then describes another state of that run).
+    """
+    from search_space.record import RecordError, SupernetRecord, file_sha256, record_beside_checkpoint
+
+    if config.start != "finetune":
+        return
+    ckpt = Path(config.supernet_checkpoint)
+    path = record_beside_checkpoint(ckpt)
+    if not path.is_file():
+        logger.info("no supernet record at %s; the checkpoint's own space is checked when it loads", path)
+        return
+    record = SupernetRecord.load(path)
+    try:
+        record.check_space(config.space, "the retrain config")
+    except RecordError as e:
+        raise ConfigError(f"{e}; fine-tune in the supernet's space (data.dataset, width_multiplier)") from None
+    if ckpt.is_file() and record.checkpoint_path.resolve() == ckpt.resolve() \
+            and file_sha256(ckpt) != record.checkpoint_sha256:
+        logger.warning("%s: checkpoint.sha256 is not %s's: the record describes another state of the run "
+                       "(rewrite it: python -m trainers record %s)", path, ckpt, ckpt)
+
+
 def _initial_model(arch: Architecture, config: RetrainConfig, train_loader: Any) -> torch.nn.Module:
     from search_space.supernet import build_subnet
 
@@ -198,6 +227,7 @@ def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLik
     from trainers.data import get_splits, make_loader
     from trainers.search_trial import resolve_device
 
+    check_supernet_record(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -304,6 +334,11 @@ def run(args: argparse.Namespace) -> int:
                 out = args.out or os.environ.get("NNI_OUTPUT_DIR") or f"runs/retrain/{nni.get_trial_id()}"
             elif args.arch:
                 arch = load_architecture(args.arch, None)
+                arch_space = read_space(args.arch)
+                if arch_space is not None and arch_space != config.space:
+                    raise ArchitectureError(f"{args.arch}: the architecture belongs to {arch_space.to_dict()}, the "
+                                            f"retrain config to {config.space.to_dict()} (data.dataset, "
+                                            "width_multiplier)")
                 out = args.out or f"runs/retrain/{arch.key.replace(':', '_')}"
             else:
                 raise ArchitectureError("--arch is required outside an NNI trial")

@@ -122,7 +122,8 @@ def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: in
         Its ``data.root`` is recorded as an absolute path (the default root if unset), so the
         checkpoint's users find the data from any directory.
     out : path
-        Output directory: ``config.resolved.yml``, ``checkpoints/last.ckpt``, ``tensorboard/``,
+        Output directory: ``config.resolved.yml``, ``checkpoints/last.ckpt`` and its record
+        ``supernet.json`` (:mod:`trainers.supernet_record`), ``tensorboard/``,
         ``architectures.rank{R}.jsonl``, ``summary.json``.
     epochs : int, optional
         Stop after this many epochs in total (default: the sum of the phases' epochs). The

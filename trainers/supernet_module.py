@@ -46,12 +46,11 @@ from .methods import training_method
 from .sampler import ArchitectureSampler
 from .supernet_config import SupernetConfig
 from .supernet_data import derive_seed
+from .supernet_record import LAST_CHECKPOINT, write_record
 
 __all__ = ["LAST_CHECKPOINT", "SupernetModule", "state_digest"]
 
 logger = logging.getLogger(__name__)
-
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -203,6 +202,9 @@ class SupernetModule(pl.LightningModule):
         if self.log_dir is not None:
             ckpt_dir = self.log_dir / "checkpoints"
             self.trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, weights_only=False)  # full state: exact resume
+            if self.global_rank == 0:  # the record the search and the retrain read (search_space.record)
+                write_record(self.config, ckpt_dir / LAST_CHECKPOINT, epochs_trained=self.current_epoch + 1,
+                             global_step=self.global_step)
             every = self.config.keep_checkpoint_every
             if every and (self.current_epoch + 1) % every == 0:
                 self.trainer.save_checkpoint(ckpt_dir / f"epoch{self.current_epoch + 1:04d}.ckpt", weights_only=False)
