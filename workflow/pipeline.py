@@ -150,7 +150,10 @@ def _search(out: Path, profile: Profile, py: str, checkpoint: Path, summary: dic
     trial = nnictl.trial_command(yaml.safe_load(template.read_text())["trialCommand"], py,
                                  {"--checkpoint": str(checkpoint), **profile.search_trial_args})
     search_cfg = nnictl.resolve_config(template, out / "search.yml", working_dir=out / "nni",
-                                       overrides={"trialCommand": trial, **profile.search})
+                                       overrides={"trialCommand": trial,
+                                                  # the space, subset and ranges of this run's supernet
+                                                  "tuner.classArgs.supernet": str(checkpoint.parent.parent.resolve()),
+                                                  **profile.search})
     logger.info("%s", check_search_config(search_cfg))
     total = yaml.safe_load(search_cfg.read_text()).get("maxTrialNumber")
     search_id = nnictl.create(search_cfg, search_port)
