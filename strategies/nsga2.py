@@ -87,6 +87,7 @@ class NSGA2Search:
         self.population: list[str] = []  # P_g: survivors, parents of the next generation
         self.born: dict[str, int] = {}  # generation in which each key was proposed
         self.provenance: dict[str, dict[str, Any]] = {}
+        self.late: dict[str, dict[str, Any]] = {}  # results that arrived after their generation closed
         self.history: list[dict[str, Any]] = []
         self.finished = False
         if _start:
@@ -110,12 +111,29 @@ class NSGA2Search:
 
     def tell(self, key: str, objectives: Mapping[str, float], provenance: Mapping[str, Any] | None = None) -> bool:
         """Record a result of a pending proposal. Returns True if a new generation started
-        (or the search finished). A key that is not pending is ignored (logged)."""
-        if not self.is_pending(key):
-            _logger.warning("NSGA-II: ignoring a result for %s: not a pending proposal of generation %d",
-                            key, self.generation)
+        (or the search finished).
+
+        No valid result is thrown away: one for a proposal of the open generation that was
+        counted failed is accepted (the failure is withdrawn); one for a proposal of a closed
+        generation that has no result is kept in :attr:`late` (saved with the state, not part of
+        the search, whose later generations were drawn without it). Anything else is ignored (logged).
+        """
+        values = {o.name: float(objectives[o.name]) for o in self.config.objectives}
+        if key in self.failed and self.born.get(key) == self.generation and not self.finished:
+            _logger.warning("NSGA-II: a result for %s, counted failed, arrived while its generation is open: "
+                            "accepted", key)
+            self.failed.discard(key)
+        elif not self.is_pending(key):
+            if key in self.born and key not in self.results:
+                self.late[key] = {"objectives": values, "provenance": dict(provenance or {}),
+                                  "generation": self.born[key], "arrived_in": self.generation}
+                _logger.warning("NSGA-II: a result for %s (generation %d) arrived after its generation closed: "
+                                "recorded as late, not part of the search", key, self.born[key])
+            else:
+                _logger.warning("NSGA-II: ignoring a result for %s: not a pending proposal of generation %d",
+                                key, self.generation)
             return False
-        self.results[key] = {o.name: float(objectives[o.name]) for o in self.config.objectives}
+        self.results[key] = values
         if provenance:
             self.provenance[key] = dict(provenance)
         return self._maybe_advance()
@@ -258,7 +276,7 @@ class NSGA2Search:
                 "generation": self.generation, "finished": self.finished,
                 "proposals": list(self.proposals), "population": list(self.population),
                 "results": self.results, "failed": sorted(self.failed), "born": self.born,
-                "provenance": self.provenance, "history": self.history}
+                "provenance": self.provenance, "history": self.history, "late": self.late}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], params_fn: Callable[[Architecture], float] | None = None
@@ -273,6 +291,7 @@ class NSGA2Search:
         s.born = {k: int(v) for k, v in state["born"].items()}
         s.provenance = {k: dict(v) for k, v in state["provenance"].items()}
         s.history = [dict(h) for h in state["history"]]
+        s.late = {k: dict(v) for k, v in state.get("late", {}).items()}
         return s
 
 
