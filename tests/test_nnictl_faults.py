@@ -178,3 +178,21 @@ def test_nnictl_search_whose_trials_all_fail_ends_fast(tmp_path, case):
         assert "search stopped: the first 5 trials" in (exp_dir / "log" / "dispatcher.log").read_text()
     finally:
         _nnictl("stop", exp_id)
+
+
+def test_nnictl_unwritable_output_dir_is_an_error_at_start(tmp_path):
+    """classArgs.output_dir that cannot be written: the tuner refuses to start (NNI shows the
+    experiment ERROR, the reason in the dispatcher log), instead of exiting at the end of
+    generation 0 while the experiment stays RUNNING."""
+    (tmp_path / "a_file").write_text("")
+    bad = tmp_path / "a_file" / "out"
+    port = _free_port()
+    exp_id = _create(_config(tmp_path, BUDGET, 2, args={**ARGS, "output_dir": str(bad)}), port)
+    try:
+        _wait(lambda: _get(port, "check-status")["status"] in ("ERROR", "DONE"), 90, "experiment ERROR")
+        assert _get(port, "check-status")["status"] == "ERROR"
+        log = (tmp_path / "nni" / exp_id / "log" / "dispatcher.log").read_text()
+        assert f"NSGA2Tuner classArgs: output_dir: {bad}: {tmp_path / 'a_file'} is not a directory" in log
+        assert _get(port, "trial-jobs") == []
+    finally:
+        _nnictl("stop", exp_id)
