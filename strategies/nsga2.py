@@ -27,7 +27,8 @@ from search_space.architecture import Architecture
 from .config import NSGA2Config
 from .hypervolume import hypervolume_of
 from .objectives import objective_matrix
-from .operators import (
+from .operators import (  # noqa: F401  (fast_non_dominated_sort: callers import it from here)
+    ParetoArchive,
     crossover,
     fast_non_dominated_sort,
     mutate,
@@ -90,6 +91,11 @@ class NSGA2Search:
         self.late: dict[str, dict[str, Any]] = {}  # results that arrived after their generation closed
         self.history: list[dict[str, Any]] = []
         self.finished = False
+        # The archive front (non-dominated set of every result), kept as results arrive instead of
+        # re-sorting all results each generation: keys and their minimisation rows (objective_matrix).
+        self._archive = ParetoArchive(len(config.objectives))
+        self._archived = 0  # results the archive has seen
+        self._genomes: dict[str, np.ndarray] = {}  # genome of each proposal (no re-parsing of keys)
         if _start:
             self.proposals = self._initial_population()
             if not self.proposals:  # nothing to evaluate would leave generation 0 waiting forever
@@ -134,6 +140,7 @@ class NSGA2Search:
                                 key, self.generation)
             return False
         self.results[key] = values
+        self._archive_result(key)
         if provenance:
             self.provenance[key] = dict(provenance)
         return self._maybe_advance()
@@ -197,6 +204,7 @@ class NSGA2Search:
         if key in self.born:  # no architecture is evaluated twice
             return False
         self.born[key] = self.generation
+        self._genomes[key] = g
         batch.append(key)
         return True
 
@@ -224,7 +232,7 @@ class NSGA2Search:
         if not self.population:  # every earlier evaluation failed: start again at random
             self._fill_random(rng, batch, n)
             return batch
-        genomes = [Architecture.from_key(k).genome for k in self.population]
+        genomes = [self._genome(k) for k in self.population]
         ranks, crowd = rank_and_crowding(self._F(self.population))
         attempts = 0
         while len(batch) < n and attempts < 50 * n:
@@ -246,13 +254,24 @@ class NSGA2Search:
     def _F(self, keys: Sequence[str]) -> np.ndarray:
         return objective_matrix([self.results[k] for k in keys], self.config.objectives)
 
+    def _genome(self, key: str) -> np.ndarray:
+        if key not in self._genomes:
+            self._genomes[key] = Architecture.from_key(key).genome
+        return self._genomes[key]
+
+    def _archive_result(self, key: str) -> None:
+        self._archive.add(key, self._F([key])[0])
+        self._archived += 1
+
     def front_keys(self) -> list[str]:
-        """Non-dominated set of every successful evaluation so far, ordered by (generation, key)."""
-        keys = sorted(self.results, key=lambda k: (self.born[k], k))
-        if not keys:
-            return []
-        F = self._F(keys)
-        return [keys[i] for i in fast_non_dominated_sort(F)[0]]
+        """Non-dominated set of every successful evaluation so far, ordered by (generation, key).
+
+        Kept as results arrive (:class:`~strategies.operators.ParetoArchive`), not re-sorted."""
+        if self._archived != len(self.results):  # results set from outside (a saved state): rebuild once
+            self._archive, self._archived = ParetoArchive(len(self.config.objectives)), 0
+            for k in self.results:
+                self._archive_result(k)
+        return sorted(self._archive.keys, key=lambda k: (self.born[k], k))
 
     def front(self) -> list[Architecture]:
         """The front as architectures with ``objectives`` and provenance (generation, trials)."""
