@@ -216,7 +216,7 @@ class NSGA2Tuner(Tuner):
         with self._lock:
             if not self._ledger.end(parameter_id, success):
                 return  # handed out before a resume, or a second end
-            records = self._records()
+            records = None if success else self._records()
             if not success:
                 for q in self._ledger.reported_failures(parameter_id, records):
                     key = self._ledger.handed[q]
@@ -381,14 +381,18 @@ class NSGA2Tuner(Tuner):
     def _after_event(self, records: TrialRecords | None = None, force: bool = False) -> None:
         """After a result or a trial end: stop if the first trials all failed, else count failed the
         hand-outs of a generation whose trials have all ended without reporting them."""
-        if self.stopped:
-            return
+        n = self.search.config.fail_fast(self._first_request)
+        fail_fast = bool(n) and not self.search.results and not self._ledger.valid and len(self._ledger.ended) >= n
+        ended = bool(self._ledger.current) and all(p in self._ledger.ended for p in self._ledger.current)
+        if self.stopped or not (fail_fast or ended and not self._queue):
+            return  # nothing to decide yet (NNI's database is read only when something is)
         records = records if records is not None else self._records()
-        self._check_fail_fast(records, force)
+        if fail_fast:
+            self._check_fail_fast(records, force)
         if self.stopped or self._queue:
             return  # the generation still has proposals to hand out
         settled = self._ledger.settled(records, force)
-        if not settled and self._ledger.current and all(p in self._ledger.ended for p in self._ledger.current):
+        if not settled:
             self._arm_grace(records)
         gen = self.search.generation
         for pid in settled:
@@ -411,8 +415,6 @@ class NSGA2Tuner(Tuner):
 
     def _check_fail_fast(self, records: TrialRecords | None, force: bool) -> None:
         n = self.search.config.fail_fast(self._first_request)
-        if not n or self.search.results or self._ledger.valid or len(self._ledger.ended) < n:
-            return
         if not force and self._ledger.in_flight(list(self._ledger.ended), records):
             self._arm_grace(records)
             return
