@@ -55,7 +55,7 @@ def _search(args: argparse.Namespace) -> None:
     if config.param_range is not None:
         if space is None:
             raise UsageError("--param-range counts parameters in a space: give --dataset and --width")
-        from .tuner import check_param_range, table_params_fn
+        from .class_args import check_param_range, table_params_fn
 
         check_param_range(config, space)
         params_fn = table_params_fn(space)

@@ -22,6 +22,7 @@ from .objectives import parse_objectives
 from .operators import GeneSpace
 
 UNITS = ("layer", "gene")
+FAIL_FAST_MIN = 5  # the smallest fail_fast_trials chosen when none is given
 
 
 def _comma_list(convert: type) -> Callable[[str, str], list]:
@@ -72,6 +73,13 @@ class NSGA2Config:
     paper; ``mutation_prob`` is per unit. ``duplicate_retries``: a child that was already proposed
     is mutated again up to this many times before new parents are drawn (0: draw new parents at once).
 
+    ``fail_fast_trials``: when that many trials (evaluations) have ended and none gave a valid
+    result, the search stops with the first failure's reason (a wrong checkpoint path, a bad flag)
+    instead of spending its whole budget; before the first valid result no more than that many
+    are started. ``None`` (default): the tuner's first request (NNI's ``trialConcurrency``) + 2,
+    at least :data:`FAIL_FAST_MIN`, so the first wave of trials is never held back; 0 turns it off.
+    :meth:`fail_fast` resolves it.
+
     ``blocks`` / ``ratios`` restrict the search to a subset of the space: block ids of
     Table XIV and ratios of Table XV (e.g. those a quick supernet trained); ``None`` (default)
     is all of them. Per layer the candidates are ``allowed_blocks(i)`` ∩ ``blocks``, so a
@@ -111,6 +119,9 @@ class NSGA2Config:
     ratios: tuple[float, ...] | None = _field(None, "--ratios", "search only these channel ratios (Table XV), "
                                               "e.g. 0.8,1.0,1.2 (none: all ten)", _comma_list(float),
                                               metavar="R,R,...")
+    fail_fast_trials: int | None = _field(None, "--fail-fast", "stop the search when the first N trials all fail "
+                                          f"(0: never; none: the tuner's trialConcurrency + 2, at least "
+                                          f"{FAIL_FAST_MIN}; in-process {FAIL_FAST_MIN})", type=int, metavar="N")
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -122,6 +133,9 @@ class NSGA2Config:
         check(isinstance(self.duplicate_retries, int) and not isinstance(self.duplicate_retries, bool)
               and self.duplicate_retries >= 0,
               f"duplicate_retries: expected an integer >= 0, got {self.duplicate_retries!r}")
+        ff = self.fail_fast_trials
+        check(ff is None or (isinstance(ff, int) and not isinstance(ff, bool) and ff >= 0),
+              f"fail_fast_trials: expected an integer >= 0 or null, got {ff!r}")
         for name in ("population_size", "offspring_size", "tournament_size"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
@@ -158,6 +172,12 @@ class NSGA2Config:
     def gene_space(self) -> GeneSpace:
         """The genes this search may propose (:data:`~strategies.operators.DEFAULT_SPACE` without a subset)."""
         return GeneSpace.build(self.blocks, self.ratios)
+
+    def fail_fast(self, concurrency: int = 1) -> int:
+        """``fail_fast_trials`` for a search that starts ``concurrency`` trials at once (0: off)."""
+        if self.fail_fast_trials is not None:
+            return self.fail_fast_trials
+        return max(FAIL_FAST_MIN, concurrency + 2)
 
     @property
     def budget(self) -> int:

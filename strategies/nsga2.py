@@ -27,7 +27,8 @@ from search_space.architecture import Architecture
 from .config import NSGA2Config
 from .hypervolume import hypervolume_of
 from .objectives import objective_matrix
-from .operators import (
+from .operators import (  # noqa: F401  (fast_non_dominated_sort: callers import it from here)
+    ParetoArchive,
     crossover,
     fast_non_dominated_sort,
     mutate,
@@ -87,8 +88,14 @@ class NSGA2Search:
         self.population: list[str] = []  # P_g: survivors, parents of the next generation
         self.born: dict[str, int] = {}  # generation in which each key was proposed
         self.provenance: dict[str, dict[str, Any]] = {}
+        self.late: dict[str, dict[str, Any]] = {}  # results that arrived after their generation closed
         self.history: list[dict[str, Any]] = []
         self.finished = False
+        # The archive front (non-dominated set of every result), kept as results arrive instead of
+        # re-sorting all results each generation: keys and their minimisation rows (objective_matrix).
+        self._archive = ParetoArchive(len(config.objectives))
+        self._archived = 0  # results the archive has seen
+        self._genomes: dict[str, np.ndarray] = {}  # genome of each proposal (no re-parsing of keys)
         if _start:
             self.proposals = self._initial_population()
             if not self.proposals:  # nothing to evaluate would leave generation 0 waiting forever
@@ -110,12 +117,30 @@ class NSGA2Search:
 
     def tell(self, key: str, objectives: Mapping[str, float], provenance: Mapping[str, Any] | None = None) -> bool:
         """Record a result of a pending proposal. Returns True if a new generation started
-        (or the search finished). A key that is not pending is ignored (logged)."""
-        if not self.is_pending(key):
-            _logger.warning("NSGA-II: ignoring a result for %s: not a pending proposal of generation %d",
-                            key, self.generation)
+        (or the search finished).
+
+        No valid result is thrown away: one for a proposal of the open generation that was
+        counted failed is accepted (the failure is withdrawn); one for a proposal of a closed
+        generation that has no result is kept in :attr:`late` (saved with the state, not part of
+        the search, whose later generations were drawn without it). Anything else is ignored (logged).
+        """
+        values = {o.name: float(objectives[o.name]) for o in self.config.objectives}
+        if key in self.failed and self.born.get(key) == self.generation and not self.finished:
+            _logger.warning("NSGA-II: a result for %s, counted failed, arrived while its generation is open: "
+                            "accepted", key)
+            self.failed.discard(key)
+        elif not self.is_pending(key):
+            if key in self.born and key not in self.results:
+                self.late[key] = {"objectives": values, "provenance": dict(provenance or {}),
+                                  "generation": self.born[key], "arrived_in": self.generation}
+                _logger.warning("NSGA-II: a result for %s (generation %d) arrived after its generation closed: "
+                                "recorded as late, not part of the search", key, self.born[key])
+            else:
+                _logger.warning("NSGA-II: ignoring a result for %s: not a pending proposal of generation %d",
+                                key, self.generation)
             return False
-        self.results[key] = {o.name: float(objectives[o.name]) for o in self.config.objectives}
+        self.results[key] = values
+        self._archive_result(key)
         if provenance:
             self.provenance[key] = dict(provenance)
         return self._maybe_advance()
@@ -179,6 +204,7 @@ class NSGA2Search:
         if key in self.born:  # no architecture is evaluated twice
             return False
         self.born[key] = self.generation
+        self._genomes[key] = g
         batch.append(key)
         return True
 
@@ -206,7 +232,7 @@ class NSGA2Search:
         if not self.population:  # every earlier evaluation failed: start again at random
             self._fill_random(rng, batch, n)
             return batch
-        genomes = [Architecture.from_key(k).genome for k in self.population]
+        genomes = [self._genome(k) for k in self.population]
         ranks, crowd = rank_and_crowding(self._F(self.population))
         attempts = 0
         while len(batch) < n and attempts < 50 * n:
@@ -228,13 +254,24 @@ class NSGA2Search:
     def _F(self, keys: Sequence[str]) -> np.ndarray:
         return objective_matrix([self.results[k] for k in keys], self.config.objectives)
 
+    def _genome(self, key: str) -> np.ndarray:
+        if key not in self._genomes:
+            self._genomes[key] = Architecture.from_key(key).genome
+        return self._genomes[key]
+
+    def _archive_result(self, key: str) -> None:
+        self._archive.add(key, self._F([key])[0])
+        self._archived += 1
+
     def front_keys(self) -> list[str]:
-        """Non-dominated set of every successful evaluation so far, ordered by (generation, key)."""
-        keys = sorted(self.results, key=lambda k: (self.born[k], k))
-        if not keys:
-            return []
-        F = self._F(keys)
-        return [keys[i] for i in fast_non_dominated_sort(F)[0]]
+        """Non-dominated set of every successful evaluation so far, ordered by (generation, key).
+
+        Kept as results arrive (:class:`~strategies.operators.ParetoArchive`), not re-sorted."""
+        if self._archived != len(self.results):  # results set from outside (a saved state): rebuild once
+            self._archive, self._archived = ParetoArchive(len(self.config.objectives)), 0
+            for k in self.results:
+                self._archive_result(k)
+        return sorted(self._archive.keys, key=lambda k: (self.born[k], k))
 
     def front(self) -> list[Architecture]:
         """The front as architectures with ``objectives`` and provenance (generation, trials)."""
@@ -258,7 +295,7 @@ class NSGA2Search:
                 "generation": self.generation, "finished": self.finished,
                 "proposals": list(self.proposals), "population": list(self.population),
                 "results": self.results, "failed": sorted(self.failed), "born": self.born,
-                "provenance": self.provenance, "history": self.history}
+                "provenance": self.provenance, "history": self.history, "late": self.late}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], params_fn: Callable[[Architecture], float] | None = None
@@ -273,6 +310,7 @@ class NSGA2Search:
         s.born = {k: int(v) for k, v in state["born"].items()}
         s.provenance = {k: dict(v) for k, v in state["provenance"].items()}
         s.history = [dict(h) for h in state["history"]]
+        s.late = {k: dict(v) for k, v in state.get("late", {}).items()}
         return s
 
 

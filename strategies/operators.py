@@ -113,6 +113,37 @@ def fast_non_dominated_sort(F: np.ndarray) -> list[np.ndarray]:
     return fronts
 
 
+class ParetoArchive:
+    """The non-dominated set of every point added so far (minimisation), kept incrementally.
+
+    A new point enters unless a member dominates it, and evicts the members it dominates: a point
+    is dominated by some point added so far iff it is dominated by a member (dominance is
+    transitive), so the members are exactly ``fast_non_dominated_sort(all points)[0]``, equal
+    points included, at O(front size) per point instead of an n x n x m sort of all of them.
+    """
+
+    def __init__(self, n_objectives: int) -> None:
+        self.keys: list[Any] = []  # members, in the order they entered
+        self.F = np.empty((0, n_objectives))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: Any, f: np.ndarray) -> bool:
+        """Add point ``f`` under ``key``; True if it is a member now."""
+        f = np.asarray(f, dtype=float)
+        F = self.F
+        if len(F) and bool(np.any(np.all(F <= f, axis=1) & np.any(F < f, axis=1))):
+            return False
+        keep = ~(np.all(f <= F, axis=1) & np.any(f < F, axis=1))
+        if not keep.all():
+            self.keys = [k for k, kept in zip(self.keys, keep, strict=True) if kept]
+            F = F[keep]
+        self.keys.append(key)
+        self.F = np.vstack([F, f[None, :]])
+        return True
+
+
 def crowding_distance(F: np.ndarray) -> np.ndarray:
     """Crowding distance of the points of one front (Deb et al. 2002, §III-B).
 

@@ -32,6 +32,10 @@ class TrialFailed(Exception):
     """Raised by an evaluation callback to mark an architecture as failed (like a failed trial)."""
 
 
+class SearchFailed(ValueError):
+    """The first ``fail_fast_trials`` evaluations all failed (a ValueError: CLIs print it as one line)."""
+
+
 def write_outputs(search: NSGA2Search, out_dir: str | os.PathLike, space: SpaceConfig | None = None,
                   **meta: Any) -> None:
     """Write ``front.json`` (:func:`search_space.files.save_front`) and ``history.csv``."""
@@ -60,7 +64,8 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
         ``config.blocks`` / ``config.ratios`` restrict the proposals to a subset of the space.
     evaluate : callable
         Architecture -> metric dict holding every configured objective; raise
-        :class:`TrialFailed` to count the architecture as failed.
+        :class:`TrialFailed` to count the architecture as failed. When the first
+        ``config.fail_fast_trials`` evaluations all fail, :class:`SearchFailed` is raised.
     params_fn : callable, optional
         Parameter counter for the ``param_range`` repair.
     output_dir : path, optional
@@ -74,6 +79,7 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
         The finished search: ``.front()``, ``.history``, ``.results``.
     """
     search = NSGA2Search(config, params_fn)
+    first_failure = None
     while not search.finished:
         for key in search.pending():
             arch = Architecture.from_key(key)
@@ -81,7 +87,11 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
                 metrics = evaluate(arch)
             except TrialFailed as e:
                 _logger.info("evaluation of %s failed: %s", key, e)
+                first_failure = first_failure or f"{key}: {e}"
                 advanced = search.tell_failure(key)
+                if not search.results and 0 < config.fail_fast() <= len(search.failed):
+                    raise SearchFailed(f"the first {len(search.failed)} evaluations all failed (fail_fast_trials "
+                                       f"{config.fail_fast()}); the first: {first_failure}") from None
             else:
                 advanced = search.tell(key, extract_objectives(metrics, config.objectives),
                                        {"trial_id": f"eval-{search.evaluations}"})

@@ -1,13 +1,19 @@
 """The toy NNI trial: objectives computed from the architecture (:mod:`strategies.toy`).
 
-``python -m strategies.toy_trial`` inside an nnictl experiment. Set ``TAMNAS_TOY_FAIL``
-to a float in [0, 1] to make that fraction of architectures fail (chosen by a hash of the
-architecture, so the same ones fail in every run), and ``TAMNAS_TOY_SLEEP`` to seconds to
-wait before reporting (trials that are still running when a test stops the experiment).
+``python -m strategies.toy_trial [--fail FRACTION] [--sleep SECONDS]`` inside an nnictl
+experiment (flags in ``trialCommand``: no environment variable or classArg involved).
+
+- ``--fail``: the architectures whose key hashes below ``FRACTION`` (:func:`fails`) fail
+  (exit 1, no result) after receiving their parameters: the same ones in every run, so
+  :func:`strategies.runner.run_search` can fail them too and give the same front.
+- ``--sleep``: wait before reporting (trials still running when a test stops the experiment
+  or kills one). Before it waits, a trial prints ``toy trial <pid>: <architecture key>`` (NNI's
+  trial runtime logs prints to the trial's ``trial.log``).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -28,13 +34,18 @@ def fails(arch: Architecture, fraction: float) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
-def main() -> int:
-    params = nni.get_next_parameter()
-    arch = Architecture.from_sample(params)
-    if fails(arch, float(os.environ.get("TAMNAS_TOY_FAIL", "0"))):
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m strategies.toy_trial", description=__doc__.split("\n\n")[0])
+    p.add_argument("--fail", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of architectures that fail, chosen by a hash of the key (default 0)")
+    p.add_argument("--sleep", type=float, default=0.0, metavar="SECONDS", help="wait before reporting (default 0)")
+    args = p.parse_args(argv)
+    arch = Architecture.from_sample(nni.get_next_parameter())
+    if fails(arch, args.fail):
         _logger.error("injected failure for %s", arch.key)
         return 1
-    time.sleep(float(os.environ.get("TAMNAS_TOY_SLEEP", "0")))
+    print(f"toy trial {os.getpid()}: {arch.key}", flush=True)
+    time.sleep(args.sleep)
     metrics = toy_objectives(arch)
     nni.report_final_result({"default": metrics["adv_acc"], **metrics})
     return 0

@@ -48,12 +48,13 @@ def _nnictl(*args: str, timeout: float = 120) -> str:
     return r.stdout
 
 
-def _config(tmp_path: Path, max_trials: int, concurrency: int, trial_env: str = "") -> Path:
+def _config(tmp_path: Path, max_trials: int, concurrency: int, trial_args: str = "", args: dict | None = None,
+            trial_command: str | None = None) -> Path:
     (tmp_path / "search_space.json").write_text(json.dumps(nni_search_space()))
     cfg = f"""
 experimentName: tamnas-nsga2-test
 searchSpaceFile: {tmp_path / 'search_space.json'}
-trialCommand: {trial_env}{sys.executable} -m strategies.toy_trial
+trialCommand: {trial_command or f"{sys.executable} -m strategies.toy_trial"}{trial_args}
 trialCodeDirectory: {ROOT}
 trialConcurrency: {concurrency}
 maxTrialNumber: {max_trials}
@@ -61,7 +62,7 @@ experimentWorkingDirectory: {tmp_path / 'nni'}
 tuner:
   codeDirectory: {ROOT}
   className: strategies.tuner.NSGA2Tuner
-  classArgs: {json.dumps(ARGS)}
+  classArgs: {json.dumps(args or ARGS)}
 trainingService:
   platform: local
 """
@@ -140,7 +141,7 @@ def test_nnictl_stop_and_resume_mid_generation(tmp_path):
     port = _free_port()
     # maxTrialNumber = the budget, as the shipped configs set it: the resumed search must still finish.
     # Slow trials, so that some are running at the stop and NNI runs them again after the resume.
-    exp_id = _create(_config(tmp_path, BUDGET, concurrency=3, trial_env="TAMNAS_TOY_SLEEP=3 "), port)
+    exp_id = _create(_config(tmp_path, BUDGET, concurrency=3, trial_args=" --sleep 3"), port)
     exp_dir = tmp_path / "nni" / exp_id
     try:
         _wait(lambda: _state(exp_dir).get("generation") == 1 and len(_state(exp_dir).get("results", {})) >= 11

@@ -16,6 +16,7 @@ from strategies.hypervolume import hypervolume, hypervolume_of, normalize
 from strategies.nsga2 import NSGA2Search
 from strategies.operators import (
     DEFAULT_SPACE,
+    ParetoArchive,
     crossover,
     crowding_distance,
     fast_non_dominated_sort,
@@ -49,6 +50,27 @@ def test_non_dominated_sort_equals_pymoo(seed):
         ours = [sorted(f.tolist()) for f in fast_non_dominated_sort(F)]
         theirs = [sorted(np.asarray(f).tolist()) for f in NonDominatedSorting().do(F)]
         assert ours == theirs
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_archive_is_the_first_front_in_any_order(seed):
+    rng = np.random.default_rng(100 + seed)
+    for F in _random_sets(seed):
+        first = sorted(fast_non_dominated_sort(F)[0].tolist())
+        for _ in range(3):
+            archive = ParetoArchive(F.shape[1])
+            for i in rng.permutation(len(F)):
+                archive.add(int(i), F[i])
+            assert sorted(archive.keys) == first
+            np.testing.assert_array_equal(archive.F, F[archive.keys])
+
+
+def test_the_archive_front_survives_a_saved_state():
+    s = run_search(_small(), toy_objectives)
+    restored = NSGA2Search.from_state(json.loads(json.dumps(s.to_state())))
+    assert restored.front_keys() == s.front_keys() and restored.hypervolume() == s.hypervolume()
+    keys = sorted(s.results, key=lambda k: (s.born[k], k))  # the full sort the archive replaces
+    assert s.front_keys() == [keys[i] for i in fast_non_dominated_sort(s._F(keys))[0]]
 
 
 @pytest.mark.parametrize("seed", range(5))

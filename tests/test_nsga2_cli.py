@@ -178,3 +178,19 @@ def test_help_lists_out_and_width(command, capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and "--out" in out and "--width" in out
     assert "--output" not in out and "--width-multiplier" not in out  # old spellings: accepted, not advertised
+
+
+def always_fails(arch):
+    """An evaluator for ``--evaluator tests.test_nsga2_cli:always_fails``."""
+    from strategies.runner import TrialFailed
+
+    raise TrialFailed("no checkpoint at runs/x.ckpt")
+
+
+def test_search_whose_evaluations_all_fail_stops_with_the_reason(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--evaluator", "tests.test_nsga2_cli:always_fails", "--population", "8", "--fail-fast",
+                 "3", "--seed", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the first 3 evaluations all failed (fail_fast_trials 3); the first: ")
+    assert err.endswith(": no checkpoint at runs/x.ckpt\n") and err.count("\n") == 1

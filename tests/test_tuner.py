@@ -19,6 +19,7 @@ from strategies.runner import TrialFailed, run_search
 from strategies.toy import toy_objectives
 from strategies.toy_trial import fails
 from strategies.tuner import NSGA2ClassArgsValidator, NSGA2Tuner
+from tests.fake_nni import NNIDatabase, toy_metric
 
 SPACE = {"dataset": "fashion_mnist", "width_multiplier": 1}  # required classArgs: the supernet's space
 ARGS = {"population_size": 8, "offspring_size": 6, "generations": 3, "tournament_size": 3, "seed": 11, **SPACE}
@@ -241,10 +242,14 @@ class Dispatcher:
         self.sent.clear()
         return out
 
-    def report(self, pid: int, params: dict, trial_job_id: str) -> None:
-        m = toy_objectives(Architecture.from_sample(params))
+    def report(self, pid: int, params: dict, trial_job_id: str, db: NNIDatabase | None = None) -> None:
+        """A final result and a successful end; stored first in NNI's database ``db``, as the manager does."""
+        value = toy_metric(Architecture.from_sample(params))  # as nni.dump in the trial
+        if db is not None:
+            db.metric(trial_job_id, pid, value)
+            db.event(trial_job_id, "SUCCEEDED")
         self.d.handle_report_metric_data({"parameter_id": pid, "type": "FINAL", "trial_job_id": trial_job_id,
-                                          "value": json.dumps({"default": m["adv_acc"], **m})})  # as nni.dump in the trial
+                                          "value": value})
         self.d.handle_trial_end({"trial_job_id": trial_job_id, "event": "SUCCEEDED",
                                  "hyper_params": json.dumps({"parameter_id": pid})})
 
@@ -267,23 +272,6 @@ def test_short_answer_blanks_first_ids_parameters(ckpt, monkeypatch):
     assert tuner.search.provenance[Architecture.from_sample(trials[7][1]).key]["trial_id"] == "T7"
 
 
-def _nni_db(exp_dir: Path, events: list) -> Path:
-    """A minimal NNI database: TrialJobEvent rows (trial job id, event, data) in time order."""
-    import sqlite3
-
-    db = exp_dir / "db" / "nni.sqlite"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE IF NOT EXISTS TrialJobEvent (timestamp integer, trialJobId text, event text, "
-                "data text, logPath text, sequenceId integer, message text, environmentId text)")
-    n = con.execute("SELECT COUNT(*) FROM TrialJobEvent").fetchone()[0]
-    con.executemany("INSERT INTO TrialJobEvent (timestamp, trialJobId, event, data) VALUES (?, ?, ?, ?)",
-                    [(n + i, t, e, d) for i, (t, e, d) in enumerate(events)])
-    con.commit()
-    con.close()
-    return db
-
-
 @pytest.mark.parametrize("rerun_fails", [False, True])
 def test_resume_counts_nni_reruns_and_spends_no_extra_trial(ckpt, monkeypatch, rerun_fails):
     """``nnictl resume`` as NNI 3.0 does it: replay of finished trials (with trialJobId); the trials
@@ -295,11 +283,12 @@ def test_resume_counts_nni_reruns_and_spends_no_extra_trial(ckpt, monkeypatch, r
     first = Dispatcher(tuner, monkeypatch)
     first.d.handle_request_trial_jobs(8)
     trials = first.new_trials()
+    db = NNIDatabase(ckpt.parent)
+    for pid, p in trials:
+        db.event(f"T{pid}", "RUNNING", json.dumps({"parameter_id": pid, "parameters": p}))
     for pid, params in trials[:6]:
-        first.report(pid, params, f"T{pid}")
+        first.report(pid, params, f"T{pid}", db)
     running = trials[6:]  # interrupted by the stop
-    _nni_db(ckpt.parent, [(f"T{pid}", "RUNNING", json.dumps({"parameter_id": pid, "parameters": p}))
-                          for pid, p in trials] + [(f"T{pid}", "SUCCEEDED", None) for pid, _ in trials[:6]])
 
     resumed = NSGA2Tuner(**ARGS)
     again = Dispatcher(resumed, monkeypatch)
@@ -313,12 +302,12 @@ def test_resume_counts_nni_reruns_and_spends_no_extra_trial(ckpt, monkeypatch, r
     again.d.handle_request_trial_jobs(3)
     assert again.new_trials() == []  # both pending proposals are NNI's re-runs: nothing handed out twice
     (pid0, p0), (pid1, p1) = running
-    again.report(pid0, p0, "T6")  # NNI's re-run: counted, under the interrupted trial's id
+    again.report(pid0, p0, "T6", db)  # NNI's re-run: counted, under the interrupted trial's id
     if rerun_fails:
-        _nni_db(ckpt.parent, [("T7", "FAILED", None)])  # its end never reaches the tuner ...
+        db.event("T7", "FAILED")  # its end never reaches the tuner ...
         again.d.handle_request_trial_jobs(1)  # ... but NNI asks for a trial in its place
     else:
-        again.report(pid1, p1, "T7")
+        again.report(pid1, p1, "T7", db)
     assert resumed.search.generation == 1 and resumed.search.evaluations == 8
     assert len(resumed.search.failed) == int(rerun_fails)
     assert {resumed.search.provenance[k]["trial_id"] for k in resumed.search.results} == \
