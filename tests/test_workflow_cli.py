@@ -112,9 +112,19 @@ def test_gather_labels_rows_from_the_retrain_front(tmp_path, capsys):
     assert main(["gather", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 1
 
 
-def test_check_catches_bad_search_configs_before_nnictl_create(tmp_path, capsys):
+def test_check_catches_bad_search_configs_before_nnictl_create(tmp_path, capsys, monkeypatch):
     """NNI 3.0 runs no classArgs validator for v2 configs (bad classArgs end as an ERROR experiment
     whose tuner 'did not connect'): `python -m workflow check` names the problem first."""
+    from tests.test_supernet_record import make_run
+
+    # without the supernet runs the shipped configs name, the check says which record is missing
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(REPO / "nni_configs" / "search.yml")]) == 1
+    err = capsys.readouterr().err
+    assert "classArgs.supernet" in err and "supernet record not found" in err and err.count("\n") == 1
+    # with stand-ins for the supernets they search (at the paths the configs read), all pass
+    make_run(tmp_path / "runs" / "supernet", "cifar10_2s1_eps8", name="cifar10_2s1_eps8")
+    make_run(tmp_path / "runs" / "demo", "fashion_mnist_quick", name="supernet")
     for name in ("search.yml", "search.cpu.yml", "search.toy.yml"):
         assert main(["check", str(REPO / "nni_configs" / name)]) == 0
         assert "ok: NSGA-II" in capsys.readouterr().out
