@@ -164,6 +164,9 @@ def _search(out: Path, profile: Profile, py: str, checkpoint: Path, summary: dic
         status = _wait("search", search_id, search_port, limit,
                        ExperimentProgress("search", search_port, total, exp_dir))
         counts = nnictl.trial_counts(search_port)
+        if (exp_dir / "failure.txt").exists():  # the tuner failed fast: its first trials all failed
+            raise nnictl.ExperimentError(f"search experiment {search_id} stopped after {counts}: "
+                                         + (exp_dir / "failure.txt").read_text().strip())
         if status == "ERROR" or not (exp_dir / "front.json").exists():
             raise nnictl.ExperimentError(f"search experiment {search_id} ended {status}: {counts}")
         summary["search_trials"] = counts
