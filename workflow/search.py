@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search_space.encoding import Architecture, Objective, SpaceConfig, load_front
+from strategies.class_args import table_params_fn
 from strategies.nsga2 import NSGA2Search, state_config
 
 from .results import ReportError, resolve_experiment
@@ -66,7 +67,7 @@ def load_search(source: str | os.PathLike) -> SearchRun:
     for rel in STATE_FILES:
         state_file = directory / rel
         if state_file.exists():
-            evaluated = _evaluated_from_state(state_file)
+            evaluated = _evaluated_from_state(state_file, space)
             evaluated_source = f"tuner state {rel}"
             break
     else:
@@ -94,11 +95,13 @@ def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
     return rows
 
 
-def _evaluated_from_state(path: Path) -> list[Architecture]:
+def _evaluated_from_state(path: Path, space: SpaceConfig | None) -> list[Architecture]:
     try:
         state = json.loads(path.read_text())
-        state_config(state)
-        search = NSGA2Search.from_state(state)
+        config = state_config(state)
+        # a search repaired into a parameter range restores with the table it repaired with
+        params_fn = table_params_fn(space) if config.get("param_range") is not None and space else None
+        search = NSGA2Search.from_state(state, params_fn)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ReportError(f"{path}: not a readable NSGA-II state ({e})") from None
     keys = sorted(search.results, key=lambda k: (search.born.get(k, 0), k))
