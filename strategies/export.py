@@ -122,29 +122,6 @@ def fetch_export(experiment: str | os.PathLike) -> list[dict[str, Any]]:
 TRIAL_STATUSES = ("WAITING", "RUNNING", "SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
 
 
-def trial_jobs(db: str | os.PathLike) -> dict[str, tuple[str | None, Any]]:
-    """Trial job id -> (latest status, parameters recorded with the job), from NNI's database.
-
-    The status is the last status event, as NNI itself derives it (``nnictl resume`` runs the
-    jobs that were WAITING or RUNNING at the stop again). ``ValueError`` if unreadable.
-    """
-    (rows,) = query_db(db, "SELECT trialJobId, event, data FROM TrialJobEvent ORDER BY timestamp")
-    status: dict[str, str | None] = {}
-    params: dict[str, Any] = {}
-    for trial_id, event, data in rows:
-        status.setdefault(trial_id, None)
-        if event in TRIAL_STATUSES:
-            status[trial_id] = event
-        if data and trial_id not in params:
-            try:
-                record = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("parameters") is not None:
-                params[trial_id] = record["parameters"]
-    return {t: (st, params.get(t)) for t, st in status.items()}
-
-
 def front_from_export(entries: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[Architecture]:
     """Non-dominated architectures among exported trials, with objectives and trial ids.
 
