@@ -8,6 +8,9 @@ channel selector (an ``nni.choice`` in the supernet, a float in a frozen subnet)
   ratio (base: half of the main branch's width).
 - Pure robust blocks: ``base`` is the non-local layer's inner width, half the block's width.
 
+A non-local layer's ``base`` is half its width in the default reading and its whole width in the
+``paper-fit`` one (:class:`search_space.space.Reading`, ``params.non_local_base``).
+
 ``forward`` reads every size from tensors, so the same code runs as a supernet candidate
 (NNI mixed ops slice channels) and as a frozen standalone subnet.
 """
@@ -22,8 +25,8 @@ from nni.mutable import MutableExpression
 from nni.nas.nn.pytorch import MutableBatchNorm2d, MutableConv2d
 from torch import nn
 
-from .params import SE_MIN_HIDDEN, SE_REDUCTION
-from .space import BLOCKS, BlockSpec
+from .params import SE_MIN_HIDDEN, SE_REDUCTION, non_local_base
+from .space import BLOCKS, DEFAULT_READING, BlockSpec
 
 
 def scaled_channels(base: int, ratio: Any) -> Any:
@@ -109,7 +112,7 @@ class ShuffleBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, ratio: Any, *, kernel: int, stride: int,
-                 xception: bool, non_local: str | None) -> None:
+                 xception: bool, non_local: str | None, reading: str = DEFAULT_READING) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -131,7 +134,7 @@ class ShuffleBlock(nn.Module):
         else:
             main = [*pw(channels, mid), *dw(mid, stride), *pw(mid, oup_main)]
         if non_local is not None:
-            main.append(NonLocal(oup_main, scaled_channels(oup_main // 2, ratio), mode=non_local))
+            main.append(NonLocal(oup_main, scaled_channels(non_local_base(oup_main, reading), ratio), mode=non_local))
         main.append(SqueezeExcitation(oup_main))
         self.branch_main = nn.Sequential(*main)
         if stride == 2:
@@ -155,26 +158,28 @@ class ShuffleBlock(nn.Module):
 class PureRobustBlock(nn.Module):
     """Non-local layer followed by SE, shape-preserving (paper Fig. 3 (c)); blocks 18-21."""
 
-    def __init__(self, channels: int, ratio: Any, *, non_local: str, bn: bool) -> None:
+    def __init__(self, channels: int, ratio: Any, *, non_local: str, bn: bool, reading: str = DEFAULT_READING) -> None:
         super().__init__()
-        self.non_local = NonLocal(channels, scaled_channels(channels // 2, ratio), mode=non_local, bn=bn)
+        self.non_local = NonLocal(channels, scaled_channels(non_local_base(channels, reading), ratio),
+                                  mode=non_local, bn=bn)
         self.se = SqueezeExcitation(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.non_local(x))
 
 
-def build_block(block_id: int, in_channels: int, out_channels: int, stride: int, ratio: Any) -> nn.Module:
+def build_block(block_id: int, in_channels: int, out_channels: int, stride: int, ratio: Any,
+                reading: str = DEFAULT_READING) -> nn.Module:
     """Instantiate block ``block_id`` of Table XIV for one layer of the supernet or a subnet."""
     spec: BlockSpec = BLOCKS[block_id]
     if spec.is_pure_robust:
         if stride != 1 or in_channels != out_channels:
             raise ValueError(f"block {block_id} ({spec.short}) keeps shape; it cannot go from "
                              f"{in_channels} to {out_channels} channels at stride {stride}")
-        return PureRobustBlock(in_channels, ratio, non_local=spec.non_local, bn=spec.bn)
+        return PureRobustBlock(in_channels, ratio, non_local=spec.non_local, bn=spec.bn, reading=reading)
     assert spec.kernel is not None
     return ShuffleBlock(in_channels, out_channels, ratio, kernel=spec.kernel, stride=stride,
-                        xception=spec.family == "shuffle_xception", non_local=spec.non_local)
+                        xception=spec.family == "shuffle_xception", non_local=spec.non_local, reading=reading)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -2,7 +2,8 @@
 
 Pure Python (no torch), so the search strategies can repair and sample under a parameter range.
 The formulas mirror :mod:`search_space.blocks` and :mod:`search_space.supernet` one module at a
-time; ``tests/test_params.py`` checks them against built models.
+time, for every :class:`~search_space.space.Reading` of Table I; ``tests/test_space.py`` checks
+them against built models.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from .architecture import Architecture
 from .space import (
     BLOCKS,
+    DEFAULT_READING,
     NUM_LAYERS,
     RATIOS,
+    READINGS,
     SpaceConfig,
     allowed_blocks,
     candidate_blocks,
@@ -35,6 +38,17 @@ HEAD_CHANNELS = (176, 920, 1024)
 
 def _scaled(base: int, ratio: float) -> int:
     return max(1, round(base * ratio))
+
+
+def non_local_base(channels: int, reading: str = DEFAULT_READING) -> int:
+    """The width the channel ratio scales to give a non-local layer's inner width (Reading.non_local_inner)."""
+    return channels // 2 if READINGS[reading].non_local_inner == "half" else channels
+
+
+def head_widths(reading: str = DEFAULT_READING) -> tuple[int, int, int, int]:
+    """(1x1 conv, SE, second 1x1 conv, third 1x1 conv) output widths of Table I's head."""
+    c1, c2, c3 = HEAD_CHANNELS
+    return c1, READINGS[reading].head_se, c2, c3
 
 
 def _conv(cin: int, cout: int, k: int = 1, groups: int = 1, bias: bool = False) -> int:
@@ -55,11 +69,12 @@ def _non_local(c: int, inner: int, embedded: bool, bn: bool) -> int:
     return n + (_bn(c) if bn else 0)
 
 
-def block_params(block_id: int, in_channels: int, out_channels: int, stride: int, ratio: float) -> int:
+def block_params(block_id: int, in_channels: int, out_channels: int, stride: int, ratio: float,
+                 reading: str = DEFAULT_READING) -> int:
     """Parameters of one choice block (``search_space.blocks.build_block``)."""
     spec = BLOCKS[block_id]
     if spec.is_pure_robust:
-        inner = _scaled(in_channels // 2, ratio)
+        inner = _scaled(non_local_base(in_channels, reading), ratio)
         return _non_local(in_channels, inner, spec.non_local == "embedded_gaussian", spec.bn) + _se(in_channels)
     k = spec.kernel or 3
     channels = in_channels if stride == 2 else in_channels // 2
@@ -77,7 +92,8 @@ def block_params(block_id: int, in_channels: int, out_channels: int, stride: int
     else:
         n = pw(channels, mid) + dw(mid) + pw(mid, oup)
     if spec.non_local is not None:
-        n += _non_local(oup, _scaled(oup // 2, ratio), spec.non_local == "embedded_gaussian", True)
+        n += _non_local(oup, _scaled(non_local_base(oup, reading), ratio), spec.non_local == "embedded_gaussian",
+                        True)
     n += _se(oup)
     if stride == 2:
         n += dw(channels) + pw(channels, channels)
@@ -86,10 +102,10 @@ def block_params(block_id: int, in_channels: int, out_channels: int, stride: int
 
 def fixed_params(space: SpaceConfig) -> int:
     """Layer one (stem) and head: the part every subnet shares."""
-    c1, c2, c3 = HEAD_CHANNELS
+    c1, se, c2, c3 = head_widths(space.reading)
     stem = _conv(space.in_channels, STEM_CHANNELS, 3) + _bn(STEM_CHANNELS)
     last = layer_channels(NUM_LAYERS - 1, space.width_multiplier)[1]
-    head = (_conv(last, c1) + _bn(c1) + _se(c1) + _conv(c1, c2, bias=True) + _conv(c2, c3, bias=True)
+    head = (_conv(last, c1) + _bn(c1) + _se(se) + _conv(c1, c2, bias=True) + _conv(c2, c3, bias=True)
             + c3 * space.num_classes + space.num_classes)
     return stem + head
 
@@ -132,7 +148,8 @@ def param_table(space: SpaceConfig) -> ParamTable:
         c_in, c_out = layer_channels(i, space.width_multiplier)
         allowed = set(allowed_blocks(i))
         rows.append(tuple(
-            tuple(block_params(b, c_in, c_out, layer_stride(i), r) for r in RATIOS) if b in allowed else None
+            tuple(block_params(b, c_in, c_out, layer_stride(i), r, space.reading) for r in RATIOS)
+            if b in allowed else None
             for b in range(len(BLOCKS))
         ))
     return ParamTable(space, fixed_params(space), tuple(rows))

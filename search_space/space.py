@@ -7,7 +7,8 @@ Pure Python (no torch): the search strategies, the tuner and every file reader i
   robust blocks (18-21) are not candidates in a stride-2 layer.
 - ten channel-selector ratios 0.2 ... 2.0 (Table XV, ids 0-9).
 - :class:`SpaceConfig`: the supernet an architecture belongs to (data set and width multiplier;
-  channels and classes come from the data-set registry, :mod:`search_space.datasets`).
+  channels and classes come from the data-set registry, :mod:`search_space.datasets`), and the
+  :class:`Reading` of Table I and the blocks it is built with (:data:`READINGS`; README "Model sizes").
 - :func:`nni_search_space`: the nnictl ``search_space.json`` of the encoding (equal to what
   ``TamNasSpace().simplify()`` gives, which a test checks), and :func:`check_search_space`.
 
@@ -180,8 +181,46 @@ def ratio_subset(value: Any, field: str = "ratios") -> tuple[float, ...] | None:
     return _subset(value, field, parse, f"ratios from {list(RATIOS)}")
 
 
+# --------------------------------------------------------------------------- readings of Table I
+@dataclass(frozen=True)
+class Reading:
+    """How Table I and the blocks (Fig. 3, 4) are read where the paper leaves a width open.
+
+    ``head_se``: the width the head's SE row gates. Table I maps 1x1x176 to 1x1x920 in its "SE"
+    row; an SE layer keeps its width, so either the SE gates the 176 pooled features and a 1x1
+    conv goes to 920 (``176``), or a 1x1 conv goes to 920 and the SE gates those (``920``).
+    ``non_local_inner``: the non-local layer's inner width on ``C`` channels: ``"half"`` is
+    ``round(C/2 * ratio)`` (Wang et al.'s C/2 scaled by the channel selector), ``"full"`` is
+    ``round(C * ratio)`` (the selector scales C itself; ratio 0.4 gives Wang's 0.5 C nearly).
+    The rest is shared by every reading: SE reduction 4 (at least 8), the ratio scales half the
+    block's output width in the ShuffleNet blocks, the width multiplier scales the three stages
+    (stem and head keep Table I's widths).
+    """
+
+    name: str
+    head_se: int = 176
+    non_local_inner: str = "half"
+    summary: str = ""
+
+
+READINGS: dict[str, Reading] = {r.name: r for r in (
+    Reading("default", 176, "half", "SE(176) then 1x1 conv 176->920; non-local inner round(C/2*ratio)"),
+    Reading("head-se920", 920, "half", "1x1 conv 176->920 then SE(920); non-local inner round(C/2*ratio)"),
+    Reading("paper-fit", 920, "full", "1x1 conv 176->920 then SE(920); non-local inner round(C*ratio)"),
+)}
+DEFAULT_READING = "default"
+
+
+def reading(name: str) -> Reading:
+    """The :class:`Reading` called ``name``; ``ArchitectureError`` naming the known ones otherwise."""
+    if not isinstance(name, str) or name not in READINGS:
+        raise ArchitectureError(f"reading: unknown reading {name!r}; expected one of {list(READINGS)}")
+    return READINGS[name]
+
+
 # --------------------------------------------------------------------------- the supernet's space
 _SPACE_FIELDS = ("dataset", "width_multiplier", "in_channels", "num_classes", "resolution")
+_OPTIONAL_FIELDS = ("reading",)  # written only when not the default, so older files stay valid
 _DEFAULT_DATASET = dataset_spec("fashion_mnist")
 
 
@@ -190,7 +229,8 @@ class SpaceConfig:
     """What an architecture was searched for: the supernet it belongs to.
 
     Build one with :meth:`for_dataset` (channels, classes and resolution from the data-set
-    registry) or :meth:`from_dict` (a file's ``space``, validated).
+    registry) or :meth:`from_dict` (a file's ``space``, validated). ``reading`` names the
+    :class:`Reading` of Table I it is built with (:data:`READINGS`).
     """
 
     dataset: str = _DEFAULT_DATASET.name
@@ -198,12 +238,23 @@ class SpaceConfig:
     in_channels: int = _DEFAULT_DATASET.in_channels
     num_classes: int = _DEFAULT_DATASET.num_classes
     resolution: int = _DEFAULT_DATASET.resolution
+    reading: str = DEFAULT_READING
+
+    def __post_init__(self) -> None:
+        reading(self.reading)  # an unknown reading is an error here, not when a model is built
+
+    @property
+    def reading_spec(self) -> Reading:
+        return READINGS[self.reading]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _SPACE_FIELDS}
+        d = {k: getattr(self, k) for k in _SPACE_FIELDS}
+        if self.reading != DEFAULT_READING:
+            d["reading"] = self.reading
+        return d
 
     @classmethod
-    def for_dataset(cls, dataset: str, width_multiplier: int = 1) -> SpaceConfig:
+    def for_dataset(cls, dataset: str, width_multiplier: int = 1, reading: str = DEFAULT_READING) -> SpaceConfig:
         if not isinstance(dataset, str) or dataset not in DATASET_NAMES:
             raise ArchitectureError(f"dataset: unknown data set {dataset!r}; "
                                     f"expected one of {sorted(DATASET_NAMES)}")
@@ -211,13 +262,13 @@ class SpaceConfig:
             raise ArchitectureError(f"width_multiplier: {width_multiplier!r} is not one of "
                                     f"{list(WIDTH_MULTIPLIERS)}")
         spec = dataset_spec(dataset)
-        return cls(dataset, width_multiplier, spec.in_channels, spec.num_classes, spec.resolution)
+        return cls(dataset, width_multiplier, spec.in_channels, spec.num_classes, spec.resolution, reading)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "space") -> SpaceConfig:
         if not isinstance(d, Mapping):
             raise ArchitectureError(f"{where}: expected an object, got {type(d).__name__}")
-        unknown = set(d) - set(_SPACE_FIELDS)
+        unknown = set(d) - set(_SPACE_FIELDS) - set(_OPTIONAL_FIELDS)
         if unknown:
             raise ArchitectureError(f"{where}: unknown field(s) {sorted(unknown)}")
         if "dataset" not in d:
@@ -228,7 +279,10 @@ class SpaceConfig:
         width = _int_field(d, "width_multiplier", where, default=1)
         if width not in WIDTH_MULTIPLIERS:
             raise ArchitectureError(f"{where}.width_multiplier: {width!r} is not one of {list(WIDTH_MULTIPLIERS)}")
-        base = cls.for_dataset(d["dataset"], width)
+        name = d.get("reading", DEFAULT_READING)
+        if not isinstance(name, str) or name not in READINGS:
+            raise ArchitectureError(f"{where}.reading: unknown reading {name!r}; expected one of {list(READINGS)}")
+        base = cls.for_dataset(d["dataset"], width, name)
         for key in ("in_channels", "num_classes", "resolution"):
             if key in d and _int_field(d, key, where) != getattr(base, key):
                 raise ArchitectureError(f"{where}.{key}: {d[key]!r} does not match data set "

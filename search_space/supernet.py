@@ -9,10 +9,12 @@ Layout for 32x32 inputs, ``C`` scaled by the width multiplier::
     head: 1x1 conv 176 + BN + ReLU -> global pool -> SE(176) -> 1x1 conv 920 + ReLU
           -> 1x1 conv 1024 + ReLU -> FC classes
 
-NOTE: Table I's head row "SE" maps 1x1x176 to 1x1x920, but an SE layer keeps its width. We read
-the row as an SE gate on the 176 pooled features followed by a 1x1 conv to 920 channels, so that
-the next row (1x1 conv 920 -> 1024) gets the input the table gives it. The width multiplier
-scales the three stages only: the stem and the head keep Table I's widths.
+NOTE: Table I's head row "SE" maps 1x1x176 to 1x1x920, but an SE layer keeps its width. The
+default reading is an SE gate on the 176 pooled features followed by a 1x1 conv to 920 channels,
+so that the next row (1x1 conv 920 -> 1024) gets the input the table gives it; the ``head-se920``
+and ``paper-fit`` readings put the SE after the conv, on 920 channels (``Reading.head_se``;
+README "Model sizes"). The width multiplier scales the three stages only: the stem and the head
+keep Table I's widths.
 
 "Layer one" for YOPO (docs/architecture.md §5) is ``layer_one``: the stem conv with its BN and ReLU. Inputs stay
 in [0, 1]; the model does no input normalization (the stem's BN takes care of scale).
@@ -27,8 +29,9 @@ from torch import nn
 
 from .architecture import Architecture
 from .blocks import SqueezeExcitation, build_block, init_weights
-from .params import HEAD_CHANNELS, STEM_CHANNELS
+from .params import STEM_CHANNELS, head_widths
 from .space import (
+    DEFAULT_READING,
     NUM_LAYERS,
     RATIOS,
     SpaceConfig,
@@ -49,17 +52,22 @@ def make_layer_one(in_channels: int) -> nn.Sequential:
 class Head(nn.Module):
     """Table I's head (see the module docstring for how the SE row is read)."""
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, reading: str = DEFAULT_READING) -> None:
         super().__init__()
-        c1, c2, c3 = HEAD_CHANNELS
+        c1, se, c2, c3 = head_widths(reading)
+        self.se_first = se == c1  # SE(176) then the conv to 920, or the conv then SE(920)
         self.conv = nn.Sequential(nn.Conv2d(in_channels, c1, 1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
-        self.se = SqueezeExcitation(c1)
-        self.expand = nn.Sequential(nn.Conv2d(c1, c2, 1), nn.ReLU(), nn.Conv2d(c2, c3, 1), nn.ReLU())
+        self.se = SqueezeExcitation(se)
+        to_c2 = [nn.Conv2d(c1, c2, 1), nn.ReLU()]
+        to_c3 = [nn.Conv2d(c2, c3, 1), nn.ReLU()]
+        # module names (conv, se, expand, fc) stay those of the default reading's checkpoints
+        self.expand = nn.Sequential(*to_c2, *to_c3) if self.se_first else nn.Sequential(*to_c2)
+        self.project = nn.Identity() if self.se_first else nn.Sequential(*to_c3)
         self.fc = nn.Linear(c3, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1)
-        x = self.expand(self.se(x))
+        x = self.expand(self.se(x)) if self.se_first else self.project(self.se(self.expand(x)))
         return self.fc(x.flatten(1))
 
 
@@ -79,19 +87,20 @@ class TamNasSpace(ModelSpace):
     choice index is the id); stride-2 layers 0, 4, 12 list blocks 0-17 only.
     """
 
-    def __init__(self, *, dataset: str = "fashion_mnist", width_multiplier: int = 1) -> None:
+    def __init__(self, *, dataset: str = "fashion_mnist", width_multiplier: int = 1,
+                 reading: str = DEFAULT_READING) -> None:
         super().__init__()
-        self.space_config = SpaceConfig.for_dataset(dataset, width_multiplier)
+        self.space_config = SpaceConfig.for_dataset(dataset, width_multiplier, reading)
         cfg = self.space_config
         self.layer_one = make_layer_one(cfg.in_channels)
         layers = []
         for i in range(NUM_LAYERS):
             c_in, c_out = layer_channels(i, width_multiplier)
             ratio = nni.choice(f"ratio_{i}", list(RATIOS))
-            candidates = [build_block(b, c_in, c_out, layer_stride(i), ratio) for b in allowed_blocks(i)]
+            candidates = [build_block(b, c_in, c_out, layer_stride(i), ratio, reading) for b in allowed_blocks(i)]
             layers.append(LayerChoice(candidates, label=f"layer_{i}"))
         self.features = nn.Sequential(*layers)
-        self.head = Head(layer_channels(NUM_LAYERS - 1, width_multiplier)[1], cfg.num_classes)
+        self.head = Head(layer_channels(NUM_LAYERS - 1, width_multiplier)[1], cfg.num_classes, reading)
         init_weights(self)
 
     def forward_from_layer_one(self, z: torch.Tensor) -> torch.Tensor:
@@ -110,10 +119,11 @@ class Subnet(nn.Module):
         self.space_config = space
         self.layer_one = make_layer_one(space.in_channels)
         self.features = nn.Sequential(*[
-            build_block(b, *layer_channels(i, space.width_multiplier), layer_stride(i), r)
+            build_block(b, *layer_channels(i, space.width_multiplier), layer_stride(i), r, space.reading)
             for i, (b, r) in enumerate(zip(arch.blocks, arch.ratios, strict=True))
         ])
-        self.head = Head(layer_channels(NUM_LAYERS - 1, space.width_multiplier)[1], space.num_classes)
+        self.head = Head(layer_channels(NUM_LAYERS - 1, space.width_multiplier)[1], space.num_classes,
+                         space.reading)
         init_weights(self)
 
     def forward_from_layer_one(self, z: torch.Tensor) -> torch.Tensor:
