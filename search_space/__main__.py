@@ -24,8 +24,10 @@ from .files import (
 from .params import count_params, random_architecture, space_statistics
 from .space import (
     BLOCKS,
+    DEFAULT_READING,
     NUM_LAYERS,
     RATIOS,
+    READINGS,
     STRIDE2_LAYERS,
     ArchitectureError,
     SpaceConfig,
@@ -48,7 +50,7 @@ def _emit(text: str, out: str | None) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    space = SpaceConfig.for_dataset(args.dataset, args.width)
+    space = SpaceConfig.for_dataset(args.dataset, args.width, args.reading)
     stats = space_statistics(space, samples=args.samples, seed=args.seed)
     info = {
         "space": space.to_dict(),
@@ -119,6 +121,13 @@ def cmd_params(args: argparse.Namespace) -> None:
                                                           if args.check else ""), None)
 
 
+def cmd_sizes(args: argparse.Namespace) -> None:
+    from .sizes import fit_table, markdown
+
+    rows = fit_table(args.dataset)
+    _emit(json.dumps(rows, indent=2) if args.json else markdown(rows), args.out)
+
+
 def cmd_export_space(args: argparse.Namespace) -> None:
     _emit(json.dumps(nni_search_space(), indent=2), args.out)
 
@@ -130,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     width_help = f"width multiplier (default: {DEFAULT_WIDTH})"
     p = sub.add_parser("info", help="blocks, ratios, layers and the parameter range of the space")
     add_space(p, dataset_help, width_help, dataset=DEFAULT_DATASET, width=DEFAULT_WIDTH)
+    p.add_argument("--reading", choices=list(READINGS), default=DEFAULT_READING,
+                   help=f"reading of Table I (default: {DEFAULT_READING}; README \"Model sizes\")")
     p.add_argument("--json", action="store_true")
     p.add_argument("--samples", type=int_at_least(1), default=20000, help="random architectures for the median")
     p.add_argument("--seed", type=int, default=0)
@@ -155,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="also build the model and compare")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
+    p = sub.add_parser("sizes", help="how each reading of Table I fits the paper's model sizes (README table)",
+                       description="The paper's reported sizes (LegoNet at width 2, the 1x and 2x subnets, the "
+                                   "+24.4 %% growth, the block-phase constraint) against every reading's "
+                                   "parameter table, as the README's Markdown table.")
+    p.add_argument("--dataset", choices=["cifar10", "svhn"], default="cifar10",
+                   help="data set of the paper's sizes (default: cifar10)")
+    p.add_argument("--json", action="store_true")
+    add_out(p, "write here instead of stdout")
+    p.set_defaults(func=cmd_sizes)
     p = sub.add_parser("export-space", help="the nnictl search_space.json (equal to TamNasSpace().simplify())")
     add_out(p, "write here instead of stdout")
     p.set_defaults(func=cmd_export_space)
