@@ -59,7 +59,15 @@ def _search(args: argparse.Namespace) -> None:
 
         check_param_range(config, space)
         params_fn = table_params_fn(space)
-    search = run_search(config, evaluate, params_fn=params_fn, output_dir=args.out, space=space)
+    flops_fn = None
+    if config.flops_range is not None:
+        if space is None:
+            raise UsageError("--flops-range counts FLOPs in a space: give --dataset and --width")
+        from .class_args import check_flops_range, table_flops_fn
+
+        check_flops_range(config, space)
+        flops_fn = table_flops_fn(space)
+    search = run_search(config, evaluate, params_fn=params_fn, flops_fn=flops_fn, output_dir=args.out, space=space)
     last = search.history[-1]
     print(f"{search.evaluations} evaluations, front of {last['front_size']}, hypervolume "
           f"{last['hypervolume']:.6f}; wrote {Path(args.out) / 'front.json'}")

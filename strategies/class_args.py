@@ -46,6 +46,7 @@ def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
         space = SpaceConfig.for_dataset(kwargs["dataset"], kwargs["width_multiplier"])
         if check_reach:
             check_param_range(config, space)
+            check_flops_range(config, space)
     except (ValueError, TypeError) as e:  # ArchitectureError is a ValueError
         raise ValueError(f"NSGA2Tuner classArgs: {e}") from None
     output_dir = kwargs.get("output_dir")
@@ -102,6 +103,32 @@ def check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:
         subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
         raise ValueError(f"param_range: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
                          f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} parameters")
+
+
+def check_flops_range(config: NSGA2Config, space: SpaceConfig) -> None:
+    """:func:`check_param_range` for ``config.flops_range`` (exact bounds from the FLOPs table)."""
+    if config.flops_range is None:
+        return
+    from search_space.flops import flop_table
+
+    lo, hi = flop_table(space).interval(config.ratios, config.blocks)
+    low, high = config.flops_range
+    if high < lo or low > hi:
+        subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
+        raise ValueError(f"flops_range: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
+                         f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} FLOPs")
+
+
+def table_flops_fn(space: SpaceConfig) -> Callable[[Architecture], float]:
+    """Architecture -> exact FLOPs of one image of ``space`` (the FLOPs table)."""
+    from search_space.flops import flop_table
+
+    table = flop_table(space)
+
+    def flops_fn(arch: Architecture) -> float:
+        return float(table.count(arch))
+
+    return flops_fn
 
 
 def table_params_fn(space: SpaceConfig) -> Callable[[Architecture], float]:

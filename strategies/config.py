@@ -80,6 +80,10 @@ class NSGA2Config:
     at least :data:`FAIL_FAST_MIN`, so the first wave of trials is never held back; 0 turns it off.
     :meth:`fail_fast` resolves it.
 
+    ``param_range`` / ``flops_range``: proposals are repaired into these ranges of parameters /
+    FLOPs (one image, multiply-add = 2), counted with the tables of the searched space
+    (:mod:`search_space.params`, :mod:`search_space.flops`), so no model is built.
+
     ``blocks`` / ``ratios`` restrict the search to a subset of the space: block ids of
     Table XIV and ratios of Table XV (e.g. those a quick supernet trained); ``None`` (default)
     is all of them. Per layer the candidates are ``allowed_blocks(i)`` ∩ ``blocks``, so a
@@ -110,6 +114,9 @@ class NSGA2Config:
     param_range: tuple[float, float] | None = _field(
         None, "--param-range", "repair proposals into this parameter range (parameter table of the space)",
         nargs=2, type=float, metavar=("LOW", "HIGH"))
+    flops_range: tuple[float, float] | None = _field(
+        None, "--flops-range", "repair proposals into this FLOPs range (FLOPs table of the space: one image, "
+        "multiply-add = 2)", nargs=2, type=float, metavar=("LOW", "HIGH"))
     hv_bounds: Mapping[str, tuple[float, float]] = _field(
         dict, "--hv-bounds", "normalisation range of an objective for the hypervolume (defaults: "
         + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in DEFAULT_BOUNDS.items()) + ")",
@@ -159,11 +166,13 @@ class NSGA2Config:
             check(float(hi) > float(lo), f"hv_bounds.{o.name}: need low < high, got {[lo, hi]}")
         object.__setattr__(self, "hv_bounds", {o.name: (float(bounds[o.name][0]), float(bounds[o.name][1]))
                                                for o in objs})
-        if self.param_range is not None:
-            pr = tuple(self.param_range)
-            check(len(pr) == 2 and all(isinstance(x, (int, float)) for x in pr) and 0 <= pr[0] <= pr[1],
-                  f"param_range: expected [low, high] with 0 <= low <= high, got {self.param_range!r}")
-            object.__setattr__(self, "param_range", (float(pr[0]), float(pr[1])))
+        for name in ("param_range", "flops_range"):
+            value = getattr(self, name)
+            if value is not None:
+                pr = tuple(value)
+                check(len(pr) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pr)
+                      and 0 <= pr[0] <= pr[1], f"{name}: expected [low, high] with 0 <= low <= high, got {value!r}")
+                object.__setattr__(self, name, (float(pr[0]), float(pr[1])))
         object.__setattr__(self, "blocks", block_subset(self.blocks))
         object.__setattr__(self, "ratios", ratio_subset(self.ratios))
         GeneSpace.build(self.blocks, self.ratios)  # a layer left without a candidate block is an error
@@ -189,6 +198,7 @@ class NSGA2Config:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["objectives"] = [{"name": o.name, "direction": o.direction} for o in self.objectives]
         d["param_range"] = list(self.param_range) if self.param_range else None
+        d["flops_range"] = list(self.flops_range) if self.flops_range else None
         d["hv_bounds"] = {k: list(v) for k, v in self.hv_bounds.items()}
         d["blocks"] = list(self.blocks) if self.blocks is not None else None
         d["ratios"] = list(self.ratios) if self.ratios is not None else None
@@ -206,10 +216,11 @@ class NSGA2Config:
             d["hv_bounds"] = {k: tuple(v) for k, v in d["hv_bounds"].items()}
         else:
             d.pop("hv_bounds", None)
-        if d.get("param_range") is not None:
-            if not isinstance(d["param_range"], (list, tuple)):
-                raise ValueError(f"param_range: expected [low, high], got {d['param_range']!r}")
-            d["param_range"] = tuple(d["param_range"])
+        for name in ("param_range", "flops_range"):
+            if d.get(name) is not None:
+                if not isinstance(d[name], (list, tuple)):
+                    raise ValueError(f"{name}: expected [low, high], got {d[name]!r}")
+                d[name] = tuple(d[name])
         return cls(**d)
 
 

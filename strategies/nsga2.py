@@ -34,7 +34,7 @@ from .operators import (  # noqa: F401  (fast_non_dominated_sort: callers import
     mutate,
     random_genome,
     rank_and_crowding,
-    repair_param_range,
+    repair_ranges,
     repair_stride2,
     survival_select,
     tournament_select,
@@ -68,19 +68,26 @@ class NSGA2Search:
         Search settings; a missing seed is drawn and logged.
     params_fn : callable, optional
         Architecture -> parameter count, used only to repair into ``config.param_range``.
+    flops_fn : callable, optional
+        Architecture -> FLOPs, used only to repair into ``config.flops_range``.
     """
 
     def __init__(self, config: NSGA2Config, params_fn: Callable[[Architecture], float] | None = None,
-                 _start: bool = True) -> None:
+                 _start: bool = True, *, flops_fn: Callable[[Architecture], float] | None = None) -> None:
         if config.seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
             _logger.info("NSGA-II: no seed given, drew seed %d", seed)
             config = NSGA2Config.from_dict({**config.to_dict(), "seed": seed})
         if config.param_range is not None and params_fn is None:
             raise ValueError("param_range is set but no params_fn was given to repair with")
+        if config.flops_range is not None and flops_fn is None:
+            raise ValueError("flops_range is set but no flops_fn was given to repair with")
         self.config = config
         self.space = config.gene_space
         self.params_fn = params_fn
+        self.flops_fn = flops_fn
+        self._constraints = [(fn, r) for fn, r in ((params_fn, config.param_range), (flops_fn, config.flops_range))
+                             if r is not None]
         self.generation = 0
         self.proposals: list[str] = []  # keys of the current generation, in proposal order
         self.results: dict[str, dict[str, float]] = {}  # every successful evaluation
@@ -100,7 +107,8 @@ class NSGA2Search:
             self.proposals = self._initial_population()
             if not self.proposals:  # nothing to evaluate would leave generation 0 waiting forever
                 raise ValueError("NSGA-II: no architecture of the gene space satisfies the constraints "
-                                 f"(blocks {config.blocks}, ratios {config.ratios}, param_range {config.param_range})")
+                                 f"(blocks {config.blocks}, ratios {config.ratios}, param_range {config.param_range}, "
+                                 f"flops_range {config.flops_range})")
 
     # ---- ask / tell
     @property
@@ -194,9 +202,8 @@ class NSGA2Search:
     def _accept(self, g: np.ndarray, rng: np.random.Generator, batch: list[str]) -> bool:
         """Repair ``g`` and add it to ``batch`` unless it was ever proposed before."""
         g = repair_stride2(g, rng, self.space)
-        if self.config.param_range is not None:
-            assert self.params_fn is not None
-            repaired = repair_param_range(g, self.params_fn, self.config.param_range, rng, space=self.space)
+        if self._constraints:
+            repaired = repair_ranges(g, self._constraints, rng, space=self.space)
             if repaired is None:
                 return False
             g = repaired
@@ -298,9 +305,9 @@ class NSGA2Search:
                 "provenance": self.provenance, "history": self.history, "late": self.late}
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], params_fn: Callable[[Architecture], float] | None = None
-                   ) -> NSGA2Search:
-        s = cls(NSGA2Config.from_dict(state_config(state)), params_fn, _start=False)
+    def from_state(cls, state: Mapping[str, Any], params_fn: Callable[[Architecture], float] | None = None,
+                   flops_fn: Callable[[Architecture], float] | None = None) -> NSGA2Search:
+        s = cls(NSGA2Config.from_dict(state_config(state)), params_fn, _start=False, flops_fn=flops_fn)
         s.generation = int(state["generation"])
         s.finished = bool(state["finished"])
         s.proposals = list(state["proposals"])

@@ -339,13 +339,27 @@ def repair_param_range(g: np.ndarray, params_fn: Callable[[Architecture], float]
     layer's block is re-drawn from its candidates. Returns ``None`` if ``max_steps`` are not
     enough (the caller then proposes another child).
     """
-    low, high = param_range
+    return repair_ranges(g, [(params_fn, param_range)], rng, max_steps, space)
+
+
+def repair_ranges(g: np.ndarray, constraints: Sequence[tuple[Callable[[Architecture], float], tuple[float, float]]],
+                  rng: np.random.Generator, max_steps: int = 200,
+                  space: GeneSpace = DEFAULT_SPACE) -> np.ndarray | None:
+    """:func:`repair_param_range` for several ``(count_fn, (low, high))`` constraints at once
+    (parameters and FLOPs both grow with the ratios): each step fixes the first one violated."""
     g = g.copy()
     cand = space.ratios
     for _ in range(max_steps + 1):
-        p = params_fn(Architecture.from_genome(g))
-        if low <= p <= high:
+        arch = Architecture.from_genome(g)
+        violated = None
+        for fn, (low, high) in constraints:
+            p = fn(arch)
+            if not low <= p <= high:
+                violated = (p, high)
+                break
+        if violated is None:
             return g
+        p, high = violated
         if p > high:
             target = np.searchsorted(cand, g[:, 1], side="left") - 1  # next smaller candidate
             movable = np.flatnonzero(target >= 0)

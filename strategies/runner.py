@@ -53,6 +53,7 @@ def write_outputs(search: NSGA2Search, out_dir: str | os.PathLike, space: SpaceC
 
 def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[str, Any]], *,
                params_fn: Callable[[Architecture], float] | None = None,
+               flops_fn: Callable[[Architecture], float] | None = None,
                output_dir: str | os.PathLike | None = None,
                space: SpaceConfig | None = None) -> NSGA2Search:
     """Run NSGA-II to the end, evaluating each proposal with ``evaluate``.
@@ -67,7 +68,7 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
         :class:`TrialFailed` to count the architecture as failed. When the first
         ``config.fail_fast_trials`` evaluations all fail, :class:`SearchFailed` is raised.
     params_fn : callable, optional
-        Parameter counter for the ``param_range`` repair.
+        Parameter counter for the ``param_range`` repair (``flops_fn``: FLOPs, ``flops_range``).
     output_dir : path, optional
         If given, ``front.json`` and ``history.csv`` are rewritten after every generation.
     space : SpaceConfig, optional
@@ -78,7 +79,7 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
     NSGA2Search
         The finished search: ``.front()``, ``.history``, ``.results``.
     """
-    search = NSGA2Search(config, params_fn)
+    search = NSGA2Search(config, params_fn, flops_fn=flops_fn)
     first_failure = None
     while not search.finished:
         for key in search.pending():

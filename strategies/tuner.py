@@ -74,6 +74,7 @@ from .class_args import (  # noqa: F401  (NSGA2ClassArgsValidator is named as st
     check_param_range,
     parse_class_args,
     probe_output_dir,
+    table_flops_fn,
     table_params_fn,
 )
 from .config import NSGA2Config
@@ -117,7 +118,8 @@ class NSGA2Tuner(Tuner):
         if config.param_range is not None and params_fn is None:
             params_fn = table_params_fn(self.space)
         self._seed_given = config.seed is not None
-        self.search = NSGA2Search(config, params_fn)
+        self.flops_fn = table_flops_fn(self.space) if config.flops_range is not None else None
+        self.search = NSGA2Search(config, params_fn, flops_fn=self.flops_fn)
         self.params_fn = params_fn
         ckpt = self.get_checkpoint_path()
         self.state_path = Path(ckpt) / STATE_FILE if ckpt else None
@@ -267,7 +269,7 @@ class NSGA2Tuner(Tuner):
                              f"saved {saved}, now {now}")
         self.search = NSGA2Search.from_state({**state, "config": {**state_config(state),
                                                                   "fail_fast_trials": now["fail_fast_trials"]}},
-                                             self.params_fn)
+                                             self.params_fn, self.flops_fn)
         if state.get("stopped"):
             _logger.warning("NSGA2Tuner: the search had stopped (%s); resumed, it goes on", state["stopped"])
         self._queue = deque(self.search.pending())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search_space.encoding import Architecture, Objective, SpaceConfig, load_front
-from strategies.class_args import table_params_fn
+from strategies.class_args import table_flops_fn, table_params_fn
 from strategies.nsga2 import NSGA2Search, state_config
 
 from .results import ReportError, resolve_experiment
@@ -101,7 +101,8 @@ def _evaluated_from_state(path: Path, space: SpaceConfig | None) -> list[Archite
         config = state_config(state)
         # a search repaired into a parameter range restores with the table it repaired with
         params_fn = table_params_fn(space) if config.get("param_range") is not None and space else None
-        search = NSGA2Search.from_state(state, params_fn)
+        flops_fn = table_flops_fn(space) if config.get("flops_range") is not None and space else None
+        search = NSGA2Search.from_state(state, params_fn, flops_fn)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ReportError(f"{path}: not a readable NSGA-II state ({e})") from None
     keys = sorted(search.results, key=lambda k: (search.born.get(k, 0), k))
