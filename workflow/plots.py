@@ -1,4 +1,5 @@
-"""Figures of the analysis report (paper Figs. 5-9 and hypervolume per generation), matplotlib only.
+"""Figures of the analysis report (paper Figs. 5-9, hypervolume per generation, and every pair of
+objectives when a search has more than three), matplotlib only.
 
 Every function takes plain data and returns a :class:`matplotlib.figure.Figure` built without
 pyplot (no global state; Agg canvas), so :mod:`workflow.report` can save it and tests can read
@@ -158,6 +159,52 @@ def front_3d_figure(series: Sequence[tuple[str, Sequence[Point]]], colours: Mapp
     ax.set_ylabel("adversarial error (%)")
     ax.set_zlabel("clean error (%)")
     ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def _objective_axis(name: str) -> tuple[float, str]:
+    """(scale, label) of an objective's axis: accuracies in %, sizes in millions."""
+    if name.endswith("_acc"):
+        return 100.0, f"{name} (%)"
+    if name in ("params", "flops"):
+        return 1e-6, f"{name} (M)"
+    return 1.0, name
+
+
+def pairwise_figure(values: Sequence[Mapping[str, float]], objectives: Sequence[tuple[str, str]],
+                    labels: Sequence[str], colours: Sequence[str]) -> Figure:
+    """Every pair of objectives of a front, for any number of them (a fourth, ``flops``, included).
+
+    One panel per pair below the diagonal of an m x m grid: objective ``j`` on x, ``i`` on y
+    (``j < i``), its collection with gid ``pair:<name_i>:<name_j>``; the diagonal names the
+    objective and its direction (texts with gid ``objective``). Points keep the order of
+    ``values``, one colour per architecture as in the other figures.
+    """
+    m = len(objectives)
+    fig = Figure(figsize=(2.6 * max(m, 2), 2.4 * max(m, 2)), layout="constrained")
+    for i, (name_i, dir_i) in enumerate(objectives):
+        si, label_i = _objective_axis(name_i)
+        for j, (name_j, _) in enumerate(objectives[: i + 1]):
+            ax = fig.add_subplot(m, m, i * m + j + 1)
+            if i == j:
+                text = ax.text(0.5, 0.5, f"{name_i}\n({dir_i})", ha="center", va="center", fontsize=10,
+                               transform=ax.transAxes)
+                text.set_gid("objective")
+                ax.set_axis_off()
+                continue
+            sj, label_j = _objective_axis(name_j)
+            sc = ax.scatter([float(v[name_j]) * sj for v in values], [float(v[name_i]) * si for v in values],
+                            c=list(colours), s=28, edgecolors="black", linewidths=0.5)
+            sc.set_gid(f"pair:{name_i}:{name_j}")
+            for v, label in zip(values, labels, strict=True):
+                ax.annotate(short_label(label), (float(v[name_j]) * sj, float(v[name_i]) * si),
+                            textcoords="offset points", xytext=(4, 3), fontsize=6)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if i == m - 1:
+                ax.set_xlabel(label_j, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(label_i, fontsize=8)
     return fig
 
 

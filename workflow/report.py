@@ -13,6 +13,8 @@ in it as CSV/JSON in the same folder:
                             (Figs. 6-7); ``front_points.csv``
 ``front_3d.png``            the same points in 3-D, parameters × adversarial × clean error,
                             labelled, one colour per set (Fig. 5: red scratch, blue fine-tune)
+``front_pairs.png``         only for more than three objectives (e.g. ``flops:min``): the front
+                            on every pair of objectives
 ``hypervolume.png``         hypervolume per generation (the tuner's ``history.csv``)
 ``scratch_vs_finetune.csv`` Table X: scratch minus fine-tune, in accuracy points, avg/min/max
                             over the architectures retrained both ways (per architecture in
@@ -115,7 +117,7 @@ def write_report(search: SearchRun, retrains: Sequence[RetrainResult], out: str 
     labels = architecture_labels(search.front, (r.architecture for r in retrains), lego_arch.key)
     b = _Build(search, retrains, rep, stats, lego_arch, retrain_sets(retrains), labels)
     _intro(b)
-    for section in (_architectures, _fronts, _hypervolume, _scratch_vs_finetune, _statistics, _results,
+    for section in (_architectures, _fronts, _pairwise, _hypervolume, _scratch_vs_finetune, _statistics, _results,
                     _legonet_vs_best):
         section(b)
     _finish(b)
@@ -248,6 +250,21 @@ def _fronts(b: _Build) -> None:
                 "[front_points.csv](front_points.csv) is the non-domination rank within the panel "
                 "(adversarial error, clean error, parameters).\n")
     b.md.append("![first front](front.png)\n\n![3-D view](front_3d.png)\n")
+
+
+def _pairwise(b: _Build) -> None:
+    """A search with more than three objectives (e.g. flops:min): its front on every pair of them."""
+    objectives = b.search.objectives
+    if len(objectives) <= 3 or not b.search.front:
+        return
+    front = b.search.front
+    colours = plots.architecture_colours([a.key for a in front])
+    b.figure("front_pairs", plots.pairwise_figure(
+        [a.objectives for a in front], [(o.name, o.direction) for o in objectives],
+        [b.labels[a.key] for a in front], [colours[a.key] for a in front]))
+    b.md.append("## The front on every pair of objectives\n")
+    b.md.append(f"The search optimised {len(objectives)} objectives; each panel is one pair (the search's "
+                "numbers: inherited weights, validation split).\n\n![pairs](front_pairs.png)\n")
 
 
 def _hypervolume(b: _Build) -> None:
