@@ -99,3 +99,14 @@ def test_readme_table_is_what_sizes_prints(capsys):
     readme = (ROOT / "README.md").read_text()
     section = re.search(r"### Model sizes\n(.*?)(?=\n#{2,3} )", readme, re.S)
     assert section and printed in section.group(1), "README 'Model sizes' is stale: paste `python -m search_space sizes`"
+
+
+def test_info_command_takes_a_reading(capsys):
+    import json
+
+    assert space_main(["info", "--dataset", "cifar10", "--width", "2", "--reading", "paper-fit", "--json",
+                       "--samples", "50"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    table = param_table(SpaceConfig.for_dataset("cifar10", 2, "paper-fit"))
+    assert info["space"]["reading"] == "paper-fit"
+    assert (info["params"]["min"], info["params"]["max"]) == table.interval()
