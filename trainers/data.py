@@ -140,7 +140,7 @@ _READERS: dict[str, _Reader] = {
         lambda root, train, tf, verify: datasets.FashionMNIST(root, train=train, transform=tf),  # no sums
         tuple(f"FashionMNIST/raw/{f}" for f in FMNIST_FILES),
         _download_fashion_mnist,
-        "(Debian: apt-get install dataset-fashion-mnist)"),
+        "or on Debian `apt-get install dataset-fashion-mnist` first"),
 }
 
 
