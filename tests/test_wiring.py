@@ -175,7 +175,8 @@ class Experiments:
         status = nnictl.wait(port, timeout)
         counts = nnictl.trial_counts(port)
         exp_dir = self.work / exp_id
-        if status != "DONE" or set(counts) != {"SUCCEEDED"}:
+        # NO_MORE_TRIAL: maxTrialNumber reached and nothing runs any more (nnictl.wait); DONE follows
+        if status not in ("DONE", *nnictl.DRAINING_STATUSES) or set(counts) != {"SUCCEEDED"}:
             raise AssertionError(f"{config.name}: experiment {exp_id} ended {status} with trials {counts}; "
                                  f"{_failure(exp_dir)}")
         return exp_id, exp_dir, counts
@@ -229,6 +230,7 @@ def test_full_scale_chain_through_nnictl(tree, tmp_path):
     try:
         # 1. the supernet trial writes its run where supernet.yml says
         config = resized(tree, "supernet.yml", append=[*SUPERNET_SETS, f"sampler.phases={phases}"], work=work)
+        assert "ok:" in _run(tree, "python", "-m", "workflow", "check", str(config.relative_to(tree)))
         experiments.run(config, timeout=600)
         record = SupernetRecord.load(tree / out)
         preset = load_supernet_config(tree / supernet_flags["--config"])
@@ -254,6 +256,8 @@ def test_full_scale_chain_through_nnictl(tree, tmp_path):
         _run(tree, "python", "-m", "trainers.retrain", "space", str(search_dir / "front.json"), "--top",
              str(RETRAIN_TOP), "--out", f"nni_configs/{space_file}")
         retrain = resized(tree, "retrain.yml", keys={"trialConcurrency": 1}, append=RETRAIN_SETS, work=work)
+        # checked against its chain's search (wiring.search.yml) and the front's keys
+        assert "ok:" in _run(tree, "python", "-m", "workflow", "check", str(retrain.relative_to(tree)))
         _, retrain_dir, counts = experiments.run(retrain, timeout=900)
         assert counts == {"SUCCEEDED": RETRAIN_TOP}
         results = [json.loads(p.read_text()) for p in retrain_dir.glob("**/trials/*/result.json")]
