@@ -13,6 +13,12 @@ Each stage must find what the previous one wrote where the configs say: the sear
 the record of the supernet the supernet trial wrote (else the experiment ends in ERROR), its trials
 load that checkpoint, the retrain trains the front's architectures; and the end checks that every
 stage worked in one space (the record's, the front's, the retrain results') with one parameter count.
+
+What it caught while it was built: NNI 3.0 starts the tuner in ``<experiment dir>/log``, not in
+``tuner.codeDirectory``, so search.yml's relative ``classArgs.supernet`` was not found and the search
+ended in ERROR (now the tuner takes it from the repository root, strategies/tuner.py). With
+supernet.yml's ``--out`` moved, ``workflow check`` of the search fails (record not found); with
+supernet.yml training the width-1 preset, the record's space is not the chain's 2S space.
 """
 
 from __future__ import annotations
