@@ -13,8 +13,9 @@ A classArg given as well may *narrow* the record, never contradict it:
   nothing to the hypervolume).
 
 Anything else is one ``ValueError`` naming ``classArgs.<key>``, both values and the record file.
-A relative ``supernet`` path is taken from ``base_dir``, by default the working directory: NNI
-starts the tuner in ``tuner.codeDirectory``.
+A relative ``supernet`` path is taken from ``base_dir``, by default the working directory. NNI
+starts the tuner in ``<experiment dir>/log``, not in ``tuner.codeDirectory``: the tuner takes a
+relative path from the repository root it is imported from (``strategies.tuner.CODE_ROOT``).
 """
 
 from __future__ import annotations

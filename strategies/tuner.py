@@ -88,6 +88,9 @@ _logger = logging.getLogger(__name__)
 
 STATE_FILE = "nsga2_state.json"
 FAILURE_FILE = "failure.txt"  # written to the output directory when the search fails fast
+# NNI starts the tuner in <experiment dir>/log, not in tuner.codeDirectory: a relative classArg
+# supernet is taken from the repository root this tuner is imported from (= the codeDirectory).
+CODE_ROOT = Path(__file__).resolve().parent.parent
 RESULT_GRACE_S = 30.0  # without NNI's database: how long a successful end's result is waited for
 
 
@@ -114,6 +117,8 @@ class NSGA2Tuner(Tuner):
 
     def __init__(self, params_fn: Callable[[Architecture], float] | None = None, **class_args: Any) -> None:
         super().__init__()
+        if isinstance(class_args.get("supernet"), str) and not os.path.isabs(class_args["supernet"]):
+            class_args = {**class_args, "supernet": str(CODE_ROOT / class_args["supernet"])}
         config, self.space, output_dir = parse_class_args(class_args, check_reach=params_fn is None)
         if config.param_range is not None and params_fn is None:
             params_fn = table_params_fn(self.space)

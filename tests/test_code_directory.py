@@ -7,58 +7,27 @@ directory with ``createTarball`` in ``nni_node/common/tarball.js``: the root ``.
 check it with ``validateCodeDir`` in ``nni_node/training_service/common/util.js`` (directories count
 as entries, ``.nniignore`` files nested in any directory, names matched without a trailing slash,
 sizes with ``stat``) and pack it with ``tarAdd``. These tests run those very functions with NNI's
-bundled node on a copy of the repository as ``make setup`` leaves it plus a ``runs/`` holding a
+bundled node (``workflow.check.nni_pack``, what ``python -m workflow check`` runs) on a copy of the repository as ``make setup`` leaves it plus a ``runs/`` holding a
 full-scale checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
-import nni_node
 import pytest
 
+from workflow.check import MAX_BYTES, MAX_FILES, nni_pack  # NNI's own packing code, run with its node
+
 ROOT = Path(__file__).resolve().parent.parent
-NODE_DIR = Path(nni_node.__path__[0])
-MAX_FILES, MAX_BYTES = 2000, 300 * 1024 * 1024  # nni_node/common/tarball.js, training_service/common/util.js
 NEEDED = ["search_space/__init__.py", "search_space/blocks.py", "strategies/__init__.py", "strategies/tuner.py",
           "strategies/toy_trial.py", "trainers/__init__.py", "trainers/search_trial.py",
           "configs/supernet/cifar10_trades_yopo.yml", "pyproject.toml"]
 LEFT_OUT = (".venv", "data", "runs", ".git", ".pytest_cache", ".ruff_cache", "tests", "tam_nas_nni.egg-info")
-
-# NNI's functions, called as its manager calls them (globals stubbed as in nni_node/common/globals/unittest.js).
-PACK_JS = """
-global.nni = {args: {experimentId: 'codedir', experimentsDirectory: process.argv[2], logLevel: 'error'},
-              paths: {experimentRoot: process.argv[2]},
-              logStream: {writeLine() {}, writeLineSync() {}, close: async () => {}}};
-const {createTarball} = require('common/tarball');
-const util = require('training_service/common/util');
-(async () => {
-  const out = {};
-  try { out.tarball = await createTarball('trial_code', process.argv[3]); } catch (e) { out.tarball_error = e.message; }
-  try { out.reuse_count = await util.validateCodeDir(process.argv[3]); } catch (e) { out.reuse_error = e.message; }
-  out.reuse_listed = Array.from(util.listDirWithIgnoredFiles(process.argv[3], '', []));
-  console.log(JSON.stringify(out));
-})();
-"""
-
-
-def nni_pack(code_dir: Path, work: Path) -> dict:
-    """Pack ``code_dir`` with NNI's ``createTarball`` and check it with ``validateCodeDir``."""
-    work.mkdir(parents=True, exist_ok=True)
-    script = work / "pack.js"
-    script.write_text(PACK_JS)
-    node = NODE_DIR / "node"
-    r = subprocess.run([str(node), str(script), str(work / "exp"), str(code_dir)], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "NODE_PATH": str(NODE_DIR)}, cwd=NODE_DIR)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
 
 def _sparse(path: Path, size: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def trained(tmp_path, monkeypatch):
         d = config.data
         steps = math.ceil((d.train_subset or 45000) / d.batch_size)
         write_record(config, ckpt, epochs_trained=config.total_epochs, global_step=config.total_epochs * steps)
-    monkeypatch.chdir(tmp_path)  # NNI starts the tuner in its codeDirectory, the repository root
+    monkeypatch.chdir(tmp_path)  # parse_class_args takes a relative supernet from the working directory
     return tmp_path
 
 

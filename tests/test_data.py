@@ -133,3 +133,44 @@ def test_under_ddp_rank_zero_fetches_first(tmp_path, monkeypatch):
     # rank 1 waits at the barrier before looking (here nobody filled its directory, so it fetches
     # itself, as a rank on another machine's local disk would); rank 0 fetches, then joins the barrier
     assert calls == ["barrier", "download 1", "download 0", "barrier"]
+
+
+def test_missing_data_is_one_line_naming_the_fetch_command(tmp_path, capsys):
+    for name in DATASET_NAMES:
+        with pytest.raises(DataNotFoundError) as e:
+            get_splits(name, tmp_path / "nodata")
+        message = str(e.value)
+        assert "\n" not in message and "download=True" not in message  # no torchvision advice for a flag we lack
+        assert f"`python -m trainers.data fetch --dataset {name} --root {tmp_path / 'nodata'}`" in message
+    # the supernet CLI prints that line, not a traceback
+    from trainers.__main__ import main
+
+    rc = main(["supernet", "--config", "configs/supernet/fashion_mnist_quick.yml", "--out", str(tmp_path / "run"),
+               "--set", f"data.root={tmp_path / 'nodata'}"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [
+        f"error: fashion_mnist not found under {tmp_path / 'nodata'}: no FashionMNIST/raw/train-images-idx3-ubyte. To "
+        f"get it, run `python -m trainers.data fetch --dataset fashion_mnist --root {tmp_path / 'nodata'}` where the "
+        "internet is reachable (or set data.download: true), or on Debian `apt-get install dataset-fashion-mnist` first"]
+
+
+def test_trust_data_reads_a_cifar10_format_set_of_ones_own(tmp_path, data_root, monkeypatch, caplog):
+    """torchvision refuses files whose MD5 is not the real CIFAR-10's; TAMNAS_TRUST_DATA=1 reads them, logged."""
+    from tests.test_wiring import write_cifar10_from_fashion_mnist
+
+    write_cifar10_from_fashion_mnist(tmp_path, data_root, train=100, test=20)
+    monkeypatch.delenv(data.TRUST_ENV, raising=False)
+    with pytest.raises(DataNotFoundError, match=r"cifar10 under .*: torchvision rejects the files .* MD5 sums are not "
+                                                r"the real data set's.* set TAMNAS_TRUST_DATA=1"):
+        get_splits("cifar10", tmp_path, val_size=10)
+    monkeypatch.setenv(data.TRUST_ENV, "1")
+    with caplog.at_level("WARNING", logger="trainers.data"):
+        s = get_splits("cifar10", tmp_path, val_size=10)
+    assert "TAMNAS_TRUST_DATA=1: reading cifar10" in caplog.text and "without torchvision's MD5 check" in caplog.text
+    assert (len(s.train), len(s.val), len(s.test)) == (90, 10, 20)
+    x, y = s.test[0]
+    assert x.shape == (3, 32, 32) and x[:, :2].abs().sum() == 0 and x.max() > 0.2 and 0 <= int(y) < 10
+    monkeypatch.setenv(data.TRUST_ENV, "maybe")
+    with pytest.raises(ValueError, match="TAMNAS_TRUST_DATA: expected 1 or 0, got 'maybe'"):
+        get_splits("cifar10", tmp_path, val_size=10)

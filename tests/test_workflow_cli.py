@@ -117,20 +117,22 @@ def test_check_catches_bad_search_configs_before_nnictl_create(tmp_path, capsys,
     whose tuner 'did not connect'): `python -m workflow check` names the problem first."""
     from tests.test_supernet_record import make_run
 
-    # without the supernet runs the shipped configs name, the check says which record is missing
+    # a supernet directory that is not there and that no supernet stage beside the config writes: one line
     monkeypatch.chdir(tmp_path)
-    assert main(["check", str(REPO / "nni_configs" / "search.yml")]) == 1
+    shutil.copy(REPO / "nni_configs" / "search_space.json", tmp_path / "search_space.json")
+    lone = yaml.safe_load((REPO / "nni_configs" / "search.yml").read_text())
+    lone["trialCodeDirectory"] = lone["tuner"]["codeDirectory"] = str(tmp_path)
+    (tmp_path / "lone.yml").write_text(yaml.safe_dump(lone))
+    assert main(["check", str(tmp_path / "lone.yml")]) == 1
     err = capsys.readouterr().err
     assert "classArgs.supernet" in err and "supernet record not found" in err and err.count("\n") == 1
-    # with stand-ins for the supernets they search (at the paths the configs read), all pass
-    make_run(tmp_path / "runs" / "supernet", "cifar10_2s1_eps8", name="cifar10_2s1_eps8")
+    # as shipped, the runs that the chain's supernet stage writes are notes; with stand-ins there, all pass
     make_run(tmp_path / "runs" / "demo", "fashion_mnist_quick", name="supernet")
     for name in ("search.yml", "search.cpu.yml", "search.toy.yml"):
         assert main(["check", str(REPO / "nni_configs" / name)]) == 0
         assert "ok: NSGA-II" in capsys.readouterr().out
-    shutil.copy(REPO / "nni_configs" / "search_space.json", tmp_path / "search_space.json")
     good = yaml.safe_load((REPO / "nni_configs" / "search.cpu.yml").read_text())
-    good["trialCodeDirectory"] = good["tuner"]["codeDirectory"] = str(REPO)
+    good["trialCodeDirectory"] = good["tuner"]["codeDirectory"] = str(tmp_path)  # where the stand-in run is
 
     def edited(**changes):
         cfg = json.loads(json.dumps(good))
@@ -150,7 +152,7 @@ def test_check_catches_bad_search_configs_before_nnictl_create(tmp_path, capsys,
                                                    "expected an integer >= 1, got 0"),
         ({"maxTrialNumber": 20}, "maxTrialNumber: 20 is below the search's budget 8 + 2 x 8 = 24"),
         ({"tuner__className": "nni.algorithms.hpo.tpe_tuner.TpeTuner"}, "tuner: expected className"),
-        ({"trialConcurrency": 0}, "NNI rejects the config"),
+        ({"trialConcurrency": 0}, "trialConcurrency: 0; expected an integer >= 1"),
     ]:
         path = edited(**changes)
         assert main(["check", str(path)]) == 1, changes

@@ -15,6 +15,12 @@ available, else through torchvision's download (``fetch-fashion-mnist`` is the o
 spelling). A config with ``data.download: true`` fetches the same way when the data is missing:
 one process fetches (under DDP rank 0, and a file lock in the data directory across the processes
 of one machine), the others wait for it (docs/architecture.md §9).
+
+torchvision checks the MD5 sums of the CIFAR-10 and SVHN files against the real data sets', so a
+data set of one's own in their layout (a test's synthetic CIFAR-10, a re-encoded copy) is refused.
+With the environment variable ``TAMNAS_TRUST_DATA=1`` the files are read without that check (a
+warning in the log says so); Fashion-MNIST's reader never checks sums. A missing data set is one
+error line naming the ``fetch`` command above with the data set and the root.
 """
 
 from __future__ import annotations
@@ -64,13 +70,39 @@ def _transforms(name: str, train: bool) -> transforms.Compose:
 
 
 FETCH_COMMAND = "python -m trainers.data fetch --dataset {name} --root {root}"
+# Read CIFAR-10 / SVHN files without torchvision's MD5 check (a data set of one's own in their layout).
+TRUST_ENV = "TAMNAS_TRUST_DATA"
+
+
+def trust_data_files() -> bool:
+    """Whether ``$TAMNAS_TRUST_DATA`` asks to read the data files without torchvision's MD5 check."""
+    value = os.environ.get(TRUST_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{TRUST_ENV}: expected 1 or 0, got {os.environ[TRUST_ENV]!r}")
+
+
+class _UnverifiedCIFAR10(datasets.CIFAR10):
+    """torchvision's CIFAR10 with no MD5 sums: ``check_integrity(path, None)`` only asks that the file exists."""
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+
+class _UnverifiedSVHN(datasets.SVHN):
+    """torchvision's SVHN with no MD5 sums (as :class:`_UnverifiedCIFAR10`)."""
+
+    split_list = {split: [url, name, None] for split, (url, name, _) in datasets.SVHN.split_list.items()}
 
 
 @dataclass(frozen=True)
 class _Reader:
     """How torchvision reads one registry data set, which files it needs, and how to get them."""
 
-    open: Callable[[str, bool, transforms.Compose], Dataset]  # (root, train, transform)
+    open: Callable[[str, bool, transforms.Compose, bool], Dataset]  # (root, train, transform, verify)
     files: tuple[str, ...]  # relative to the root: present iff all exist
     download: Callable[[Path], None]  # torchvision's download (or Debian's package) into the root
     manual: str  # how to put the files there by hand; {root} is filled in
@@ -93,20 +125,22 @@ def _download_fashion_mnist(root: Path) -> None:
 # One reader per data set of the registry (tests/test_data.py checks that none is missing).
 _READERS: dict[str, _Reader] = {
     "cifar10": _Reader(
-        lambda root, train, tf: datasets.CIFAR10(root, train=train, transform=tf),
+        lambda root, train, tf, verify: (datasets.CIFAR10 if verify else _UnverifiedCIFAR10)(
+            root, train=train, transform=tf),
         tuple(f"cifar-10-batches-py/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")),
         _download_cifar10,
         "or put torchvision's cifar-10-batches-py/ under {root}"),
     "svhn": _Reader(
-        lambda root, train, tf: datasets.SVHN(root, split="train" if train else "test", transform=tf),
+        lambda root, train, tf, verify: (datasets.SVHN if verify else _UnverifiedSVHN)(
+            root, split="train" if train else "test", transform=tf),
         ("train_32x32.mat", "test_32x32.mat"),
         _download_svhn,
         "or put train_32x32.mat and test_32x32.mat under {root}"),
     "fashion_mnist": _Reader(
-        lambda root, train, tf: datasets.FashionMNIST(root, train=train, transform=tf),
+        lambda root, train, tf, verify: datasets.FashionMNIST(root, train=train, transform=tf),  # no sums
         tuple(f"FashionMNIST/raw/{f}" for f in FMNIST_FILES),
         _download_fashion_mnist,
-        "(Debian: apt-get install dataset-fashion-mnist)"),
+        "or on Debian `apt-get install dataset-fashion-mnist` first"),
 }
 
 
@@ -173,14 +207,20 @@ def fetch_once(name: str, root: str | os.PathLike, downloader: Callable[[Path], 
     return fetch(name, root, downloader)
 
 
-def _raw_dataset(name: str, root: Path, split: str, train_transform: bool) -> Dataset:
+def _raw_dataset(name: str, root: Path, split: str, train_transform: bool, verify: bool = True) -> Dataset:
     reader = _READERS[dataset_spec(name).name]
+    missing = [f for f in reader.files if not (root / f).is_file()]
+    if missing:  # one line: what is missing and the command that fetches it
+        raise DataNotFoundError(f"{name} not found under {root}: no {missing[0]}. To get it, run "
+                                f"`{fetch_command(name, root)}` where the internet is reachable (or set "
+                                f"data.download: true), {reader.manual.format(root=root)}")
     try:
-        return reader.open(str(root), split == "train", _transforms(name, train_transform))
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DataNotFoundError(f"{name} not found under {root}: {e} To get it, run `{fetch_command(name, root)}` "
-                                f"where the internet is reachable (or set data.download: true), "
-                                f"{reader.manual.format(root=root)}") from None
+        return reader.open(str(root), split == "train", _transforms(name, train_transform), verify)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted" -- here, a wrong MD5 sum
+        raise DataNotFoundError(f"{name} under {root}: torchvision rejects the files ({e}): their MD5 sums are not "
+                                f"the real data set's. To get it, run `{fetch_command(name, root)}` (after "
+                                f"removing the files), or set {TRUST_ENV}=1 to read a data set of your own in "
+                                "this layout without the check") from None
 
 
 @dataclass
@@ -206,9 +246,13 @@ def get_splits(name: str, root: str | os.PathLike | None = None, *, val_size: in
     root = Path(root) if root is not None else default_root()
     if download:
         fetch_once(name, root)
-    train_full = _raw_dataset(name, root, "train", augment)
-    train_plain = _raw_dataset(name, root, "train", False)
-    test = _raw_dataset(name, root, "test", False)
+    verify = not trust_data_files()
+    if not verify and dataset_spec(name).name != "fashion_mnist":
+        logger.warning("%s=1: reading %s under %s without torchvision's MD5 check (any files in its layout "
+                       "are accepted)", TRUST_ENV, name, root)
+    train_full = _raw_dataset(name, root, "train", augment, verify)
+    train_plain = _raw_dataset(name, root, "train", False, verify)
+    test = _raw_dataset(name, root, "test", False, verify)
     n = len(train_full)  # type: ignore[arg-type]
     n_val = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
     if not 0 < n_val < n:

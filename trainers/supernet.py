@@ -37,6 +37,7 @@ from search_space.encoding import atomic_write_text
 from .checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from .cli import add_out_argument, usage_error
 from .config import ConfigError, config_to_dict, in_nni_trial, save_resolved
+from .data import DataNotFoundError
 from .supernet_config import SupernetConfig, ValidationConfig, load_supernet_config
 from .supernet_data import SupernetDataModule
 from .supernet_module import LAST_CHECKPOINT, SupernetModule
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_supernet_config(args.config, overrides, params)
         summary = train_supernet(config, out, epochs=args.epochs, resume=args.resume,
                                  report_to_nni=trial, config_path=str(args.config))
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, DataNotFoundError) as e:  # one line, no traceback
         return usage_error(e)
     final = summary.get("final") or {}
     logger.info("done in %.0f s: %s", summary["wall_seconds"],

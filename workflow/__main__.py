@@ -5,7 +5,7 @@
     python -m workflow lego --search ID_OR_DIR --out DIR          # from a search's top-k subnets
     python -m workflow lego --dataset cifar10 --width 2 [--out DIR] # from the paper's Tables XIV/XV
     python -m workflow gather RETRAIN_DIR ... [--front retrain_front.json] --out PREFIX
-    python -m workflow check nni_configs/search.yml
+    python -m workflow check nni_configs/*.yml                    # every stage, every training service
 
 A usage error is one line ``error: ...`` and exit code 2; bad input (a file, a field) one line and 1.
 """
@@ -93,10 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--front", help="front file whose provenance labels the rows (the pipeline's "
                                    "legonet/retrain_front.json); default R1, R2, ...")
     g.add_argument("--out", required=True, help="output prefix: writes PREFIX.csv and PREFIX.md")
-    c = sub.add_parser("check", help="check an nnictl search config (classArgs, search space, trial limit) "
-                                     "before `nnictl create`")
-    c.add_argument("config", help="e.g. nni_configs/search.yml")
-    c.add_argument("--out", help="also write the one-line summary to this file")
+    c = sub.add_parser("check", help="check nnictl configs before `nnictl create` (NNI's schema, the trial's files "
+                                     "and supernet record, classArgs, the code directory's packing); starts nothing")
+    c.add_argument("configs", nargs="+", metavar="CONFIG", help="e.g. nni_configs/*.yml")
+    c.add_argument("--out", help="also write the lines (problems, notes, summaries) to this file")
     return p
 
 
@@ -187,13 +187,17 @@ def _gather(args: argparse.Namespace) -> None:
     sys.stdout.write(md)
 
 
-def _check(args: argparse.Namespace) -> None:
-    from .check import check_search_config
+def _check(args: argparse.Namespace) -> int:
+    """One line per problem (stderr, ``error: FILE: FIELD: ...``), notes and summaries (stdout); 1 on any problem."""
+    from .check import check_config
 
-    line = check_search_config(args.config)
+    reports = [check_config(path) for path in args.configs]
+    lines = [line for r in reports for line in r.lines()]
     if args.out:
-        atomic_write_text(args.out, line + "\n")
-    print(line)
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
+    for line in lines:
+        (sys.stderr if line.startswith("error: ") else sys.stdout).write(line + "\n")
+    return 1 if any(r.problems for r in reports) else 0
 
 
 COMMANDS = {"pipeline": _pipeline, "report": _report, "lego": _lego, "gather": _gather, "check": _check}
@@ -209,16 +213,16 @@ def _configure_logging(command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from .nnictl import ExperimentError
 
-    code = 0
+    code, message = 0, None
     try:
         args = _parser().parse_args(argv)  # --help still prints and exits 0
         _configure_logging(args.command)
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args) or 0  # check returns its exit code
     except UsageError as e:
         code, message = 2, str(e)
     except (ExperimentError, subprocess.CalledProcessError, ValueError, ArchitectureError, OSError) as e:
         code, message = 1, str(e)
-    if code:
+    if message is not None:
         sys.stderr.write(f"error: {message}\n")
     return code
 
