@@ -175,6 +175,49 @@ def score_inherited(arch: Architecture, supernet: torch.nn.Module, space: Any, m
     }
 
 
+class SubnetEvaluator:
+    """Scores architectures on one supernet, loading it (and its cached images) once.
+
+    The interface of the in-process search (``strategies search --workers N``): one evaluator
+    per worker, then :meth:`evaluate` per architecture, which returns exactly the metric dict a
+    search trial reports to NNI.
+
+    Parameters
+    ----------
+    supernet : path
+        A supernet run directory, its search export directory, or a checkpoint file.
+    device : str
+        ``auto`` (the GPU when visible), ``cpu``, ``cuda:1``, ...
+    data_root : str, optional
+        Data directory (default: the supernet's).
+    **evaluation
+        ``bn_batches``, ``eval_examples``, ``epsilon``, ``steps``, ``batch_size``, ``seed``: the
+        trial's flags (:func:`trial_evaluation`'s defaults where omitted).
+    """
+
+    def __init__(self, supernet: str | os.PathLike, *, device: str = "auto", data_root: str | None = None,
+                 **evaluation: Any) -> None:
+        from trainers.checkpoint import load_supernet
+
+        unknown = set(evaluation) - {"bn_batches", "eval_examples", "epsilon", "steps", "batch_size", "seed"}
+        if unknown:
+            raise TypeError(f"SubnetEvaluator: unknown evaluation argument(s) {sorted(unknown)}")
+        self.device = device
+        self.data_root = data_root
+        self.evaluation = evaluation
+        path = Path(supernet)
+        if path.is_dir():
+            path = (path.parent if path.name == "search" else path) / "checkpoints" / "last.ckpt"
+        self.supernet, self.space, self.meta = load_supernet(path)
+
+    def evaluate(self, arch: Architecture) -> dict[str, Any]:
+        """The trial's metric dict for ``arch``."""
+        metrics = evaluate_inherited(arch, self.supernet, self.space, self.meta, data_root=self.data_root,
+                                     device=self.device, **self.evaluation)
+        metrics["arch"] = arch.key
+        return metrics
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m trainers evaluate`` (= ``python -m trainers.search_trial``)."""
     p.add_argument("--checkpoint", required=True, help="supernet checkpoint (python -m trainers supernet)")
