@@ -1,72 +1,64 @@
 """FLOPs of one forward pass, counted as ``torch.utils.flop_counter`` counts them, without importing it.
 
-``torch.utils.flop_counter`` imports ``torch._dynamo`` and sympy (about 870 modules, seconds of a
-search trial's start-up; docs/architecture.md §13). :func:`count_flops` counts the same operators
-with the same formulas (multiply-add = 2 FLOPs) in a ``TorchDispatchMode``: matrix products
-(``mm``, ``addmm``, ``bmm``, ``baddbmm``) and convolutions. A test checks it against
-``FlopCounterMode`` on random architectures.
+``torch.utils.flop_counter`` (and any ``TorchDispatchMode``) imports ``torch._dynamo`` and sympy
+on first use: about 870 modules, seconds of a search trial's start-up (docs/architecture.md §13).
+:func:`count_flops` counts the same operators with the same formulas (multiply-add = 2 FLOPs)
+from forward hooks: every ``nn.Conv2d`` and ``nn.Linear``, and the two batched matrix products of
+each :class:`~search_space.blocks.NonLocal` layer (its affinity and its weighted sum), which are
+all the matrix products and convolutions the TAM-NAS networks run. A test checks it against
+``FlopCounterMode`` on random architectures of two spaces.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch import nn
+
+from search_space.blocks import NonLocal
 
 __all__ = ["count_flops"]
 
-_aten = torch.ops.aten
+
+def _conv(m: nn.Conv2d, x: torch.Tensor, out: torch.Tensor) -> int:
+    # flop_counter.conv_flop_count: output positions x kernel x c_out x c_in/groups x batch x 2
+    c_out, c_in, *kernel = m.weight.shape
+    return 2 * x.shape[0] * math.prod(out.shape[2:]) * math.prod(kernel) * c_out * c_in
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor) -> int:
-    m, k = a.shape
-    return 2 * m * k * b.shape[1]
+def _non_local(m: NonLocal, x: torch.Tensor) -> int:
+    # (b, hw, c_theta) @ (b, c_theta, hw), then (b, hw, hw) @ (b, hw, inner)
+    b, c, h, w = x.shape
+    hw = h * w
+    c_theta = m.theta.out_channels if isinstance(m.theta, nn.Conv2d) else c
+    return 2 * b * hw * hw * c_theta + 2 * b * hw * hw * m.g.out_channels
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> int:
-    n, m, k = a.shape
-    return 2 * n * m * k * b.shape[2]
-
-
-def _conv(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: bool) -> int:
-    # flop_counter.conv_flop_count: every output (input if transposed) position x filter x c_out x c_in/groups
-    spatial = (x.shape if transposed else out.shape)[2:]
-    c_out, c_in, *kernel = w.shape
-    return 2 * x.shape[0] * math.prod(spatial) * math.prod(kernel) * c_out * c_in
-
-
-class _Counter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        packet = func.overloadpacket
-        if packet is _aten.mm:
-            self.total += _mm(args[0], args[1])
-        elif packet is _aten.addmm:
-            self.total += _mm(args[1], args[2])
-        elif packet is _aten.bmm:
-            self.total += _bmm(args[0], args[1])
-        elif packet is _aten.baddbmm:
-            self.total += _bmm(args[1], args[2])
-        elif packet in (_aten.convolution, _aten._convolution):
-            self.total += _conv(args[0], args[1], out, bool(args[6]))
-        return out
-
-
-def count_flops(model: torch.nn.Module, in_channels: int, resolution: int = 32) -> int:
+def count_flops(model: nn.Module, in_channels: int, resolution: int = 32) -> int:
     """Floating-point operations of one forward pass on one image (``torch.utils.flop_counter``'s count)."""
+    total = 0
+
+    def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        x = args[0]
+        if isinstance(m, nn.Conv2d):
+            total += _conv(m, x, out)
+        elif isinstance(m, nn.Linear):
+            total += 2 * math.prod(x.shape[:-1]) * m.in_features * m.out_features
+        elif isinstance(m, NonLocal):
+            total += _non_local(m, x)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear, NonLocal))]
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    counter = _Counter()
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad():
             model(torch.zeros(1, in_channels, resolution, resolution, device=device))
     finally:
         model.train(was_training)
-    return int(counter.total)
+        for h in handles:
+            h.remove()
+    return int(total)
