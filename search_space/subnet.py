@@ -18,7 +18,7 @@ scales the three stages only: the stem and the head keep Table I's widths.
 Inputs stay in [0, 1]; the model does no input normalization (the stem's BN takes care of scale).
 
 This module imports torch and :mod:`search_space.blocks` only (no ``nni.nas``), so the search
-trial builds its subnet without NNI's one-shot machinery (docs/architecture.md §13); the
+trial builds its subnet without NNI's one-shot machinery (docs/architecture.md §12); the
 supernet (:mod:`search_space.supernet`) reuses the stem and the head from here.
 """
 

@@ -4,7 +4,7 @@ A trial opens ``manifest.json``, ``stem_head.pt`` and the 16 block shards its ar
 chooses, builds a plain :class:`~search_space.subnet.Subnet` and fills every tensor with the
 *leading slice* of the full-width supernet tensor -- the weights NNI's mixed ops hand to
 :func:`search_space.oneshot.inherit_subnet` (equal tensors, tested), without ``nni.nas``, the
-one-shot rebuild or the checkpoint's optimizer state (docs/architecture.md §13).
+one-shot rebuild or the checkpoint's optimizer state (docs/architecture.md §12).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lean search trial (docs/architecture.md §13): the search export, its imports, same numbers as the
+"""The lean search trial (docs/architecture.md §12): the search export, its imports, same numbers as the
 older whole-checkpoint path, and the trial's bad inputs (issue 14: another space, NaN weights, --out)."""
 
 from __future__ import annotations

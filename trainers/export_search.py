@@ -3,7 +3,7 @@
 A search trial needs, of a whole supernet checkpoint (optimizer state included; 12,360 tensors
 for the quick supernet), only the stem, the head and its 16 chosen (layer, block) candidates
 with their BN statistics, plus the same validation images and BN-recalibration batches as every
-other trial. The export lays exactly that out, next to the checkpoint's run (docs/architecture.md §13)::
+other trial. The export lays exactly that out, next to the checkpoint's run (docs/architecture.md §12)::
 
     RUN/search/manifest.json        format, space, ε, data settings, the checkpoint it came from
     RUN/search/supernet.json        the supernet record (search_space/record.py), beside it

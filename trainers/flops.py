@@ -1,7 +1,7 @@
 """FLOPs of one forward pass, counted as ``torch.utils.flop_counter`` counts them, without importing it.
 
 ``torch.utils.flop_counter`` (and any ``TorchDispatchMode``) imports ``torch._dynamo`` and sympy
-on first use: about 870 modules, seconds of a search trial's start-up (docs/architecture.md §13).
+on first use: about 870 modules, seconds of a search trial's start-up (docs/architecture.md §12).
 :func:`count_flops` counts the same operators with the same formulas (multiply-add = 2 FLOPs)
 from forward hooks: every ``nn.Conv2d`` and ``nn.Linear``, and the two batched matrix products of
 each :class:`~search_space.blocks.NonLocal` layer (its affinity and its weighted sum), which are

@@ -1,4 +1,4 @@
-"""The subnet evaluation trial of the search (paper §III-E; docs/architecture.md §1, §13).
+"""The subnet evaluation trial of the search (paper §III-E; docs/architecture.md §1, §12).
 
 One trial scores one architecture without training it: take its weights from the supernet,
 recalibrate batch norm on training batches, then measure clean and PGD accuracy on the
