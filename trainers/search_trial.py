@@ -345,7 +345,7 @@ def resolve_export(supernet: str | os.PathLike) -> Path:
 
     try:
         return ensure_export(path, export)
-    except PermissionError as e:
+    except OSError as e:  # read-only run directory (permissions, read-only file system)
         logger.warning("%s: cannot write the search export there (%s); using %s", export, e, fallback)
         return ensure_export(path, fallback)
 
