@@ -17,10 +17,8 @@ from torch import nn
 from search_space.encoding import Architecture, SpaceConfig, save_architecture
 from search_space.params import random_architecture
 from search_space.space import RATIOS, allowed_blocks
-from search_space.subnet import Subnet
 from search_space.subnet_weights import SearchExport
 from trainers.attacks import pgd_attack
-from trainers.flops import count_flops
 
 REPO = Path(__file__).resolve().parent.parent
 FORBIDDEN = ("nni.nas", "lightning", "pytorch_lightning", "lightning_fabric", "torchvision", "torchattacks",
@@ -55,18 +53,6 @@ def test_trial_modules_import_neither_nni_nas_nor_lightning_torchvision_torchatt
     modules = json.loads(out.stdout)
     assert "torch" in modules and "trainers.search_trial" in modules
     assert _forbidden(modules) == []
-
-
-def test_flops_equal_torch_flop_counter():
-    from torch.utils.flop_counter import FlopCounterMode
-
-    rng = random.Random(4)
-    for space in (SpaceConfig(), SpaceConfig.for_dataset("cifar10", 2)):
-        for _ in range(2):
-            model = Subnet(random_architecture(rng), space).eval()
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                model(torch.zeros(1, space.in_channels, 32, 32))
-            assert count_flops(model, space.in_channels, 32) == counter.get_total_flops()
 
 
 def test_pgd_with_torchattacks_update_is_bit_identical_to_torchattacks():

@@ -3,7 +3,7 @@
 One trial scores one architecture without training it: take its weights from the supernet,
 recalibrate batch norm on training batches, then measure clean and PGD accuracy on the
 **validation** split (never the test split), and count parameters (parameter table) and
-FLOPs (``torch.utils.flop_counter``'s count, :mod:`trainers.flops`). Inside NNI the architecture
+FLOPs (the FLOPs table, :mod:`search_space.flops`: exact against ``torch.utils.flop_counter``). Inside NNI the architecture
 comes from ``nni.get_next_parameter()`` and the metric dict goes to ``nni.report_final_result``;
 outside NNI ``--arch FILE`` gives the architecture and the result is printed as JSON.
 
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from search_space.encoding import Architecture, ArchitectureError, load_architecture, read_space
+from search_space.flops import count_flops
 from search_space.params import count_params
 from search_space.subnet_weights import (
     EXPORT_DIR,
@@ -58,7 +59,6 @@ from trainers import cli
 from trainers.attacks import check_attack_settings, pgd_attack
 from trainers.cli import add_out_argument, usage_error
 from trainers.config import in_nni_trial
-from trainers.flops import count_flops
 
 if TYPE_CHECKING:
     from trainers.evaluation import EvaluationConfig
@@ -233,7 +233,7 @@ def score_inherited(arch: Architecture, supernet: torch.nn.Module, space: Any, m
         "adv_acc": adv_acc,
         "clean_acc": float(result["clean_acc"]),
         "params": count_params(arch, space),
-        "flops": count_flops(subnet, space.in_channels, space.resolution),
+        "flops": count_flops(arch, space),
         "epsilon": eps,
         "pgd_steps": steps,
         "num_examples": int(result["num_examples"]),
@@ -301,7 +301,7 @@ def score_subnet(arch: Architecture, subnet: torch.nn.Module, space: Any, settin
         "adv_acc": adv,
         "clean_acc": clean,
         "params": count_params(arch, space),
-        "flops": count_flops(subnet, space.in_channels, space.resolution),
+        "flops": count_flops(arch, space),
         "epsilon": settings.epsilon,
         "pgd_steps": settings.steps,
         "num_examples": n,
