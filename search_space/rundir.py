@@ -115,16 +115,20 @@ class RunDirectory:
         while not probe.exists():
             top = probe
             probe = probe.parent
-        self.path.mkdir(parents=True, exist_ok=True)
         self._created = top
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def acquire(self) -> None:
         """Take the directory's lock; ``RunDirectoryError`` naming the holder's pid if a live run has it."""
         if self._fd is not None or not is_primary_process():
             return
-        self._mkdir()
-        while True:
+        try:  # the real test of writability (os.access cannot see a read-only file system, or root)
+            self._mkdir()
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            self.release(failed=True)
+            raise RunDirectoryError(f"{self.what} {self.path}: not writable ({e.strerror or e})") from None
+        while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -142,23 +146,24 @@ class RunDirectory:
             if same:
                 break
             os.close(fd)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         stale = _read_holder(fd)
         if stale:
             logger.warning("%s: taking over the lock of pid %s, which is no longer running (a crashed run)",
                            self.path, stale)
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
 
     def release(self, *, failed: bool = False) -> None:
         """Drop the lock (and remove the lock file); after a failure, remove the directory if this run
         created it and left it empty."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.lock_path.unlink()
-        os.close(self._fd)
-        self._fd = None
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.lock_path.unlink()
+            os.close(self._fd)
+            self._fd = None
         if failed and self._created is not None:
             for d in [self.path.absolute(), *self.path.absolute().parents]:
                 with contextlib.suppress(OSError):

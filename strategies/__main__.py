@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from search_space.cli import Parser, UsageError, add_out, add_space, run, space_from_flags
@@ -55,7 +56,7 @@ def _search(args: argparse.Namespace) -> None:
 
     space = space_from_flags(args)
     config = config_from_arguments(args)
-    evaluate = toy_objectives if args.evaluator == "toy" else load_callable(args.evaluator)
+    evaluate = toy_objectives if args.evaluator == "toy" else _checked(load_callable(args.evaluator), args.evaluator)
     run_dir = RunDirectory(args.out, finished=("front.json",), outputs=("front.json", "history.csv"))
     run_dir.check(overwrite=args.overwrite)
     params_fn = None
@@ -73,6 +74,25 @@ def _search(args: argparse.Namespace) -> None:
     last = search.history[-1]
     print(f"{search.evaluations} evaluations, front of {last['front_size']}, hypervolume "
           f"{last['hypervolume']:.6f}; wrote {Path(args.out) / 'front.json'}")
+
+
+def _checked(fn, name: str):
+    """``fn`` whose unexpected exceptions (a wrong signature or return) become one ``ValueError`` line."""
+    from .runner import TrialFailed
+
+    def evaluate(arch):
+        try:
+            metrics = fn(arch)
+        except TrialFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's code: report it in one line, not a traceback
+            raise ValueError(f"evaluator {name!r} raised {type(e).__name__} on {arch.key}: {e}") from None
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"evaluator {name!r} returned {type(metrics).__name__} for {arch.key}; expected a "
+                             "metric dict")
+        return metrics
+
+    return evaluate
 
 
 def _front(args: argparse.Namespace) -> None:
