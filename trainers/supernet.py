@@ -101,7 +101,8 @@ def build_trainer(config: SupernetConfig, out: Path, *, max_epochs: int,
     """A Lightning ``Trainer`` for ``config`` (DDP by ``trainer.devices``/``num_nodes``/``strategy``).
 
     ``purge_step`` (a resume): TensorBoard hides the events of steps >= it that the run wrote after
-    the checkpoint it resumes from, so no step is shown twice.
+    the checkpoint it resumes from, so no step is shown twice (the module logs the checkpoint's
+    last epoch-end metrics again, which Lightning had logged at that same step).
     """
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -193,7 +194,7 @@ def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: in
     if resume:
         saved = load_checkpoint(ckpt)
         check_space(checkpoint_space(saved, ckpt), config.space, ckpt)
-        purge_step = logged_steps(saved) + 1
+        purge_step = logged_steps(saved)  # the resumed run's first logger step
         del saved
     if not config.data.download:
         check_data_present(config.data)
