@@ -101,8 +101,8 @@ def build_trainer(config: SupernetConfig, out: Path, *, max_epochs: int,
     """A Lightning ``Trainer`` for ``config`` (DDP by ``trainer.devices``/``num_nodes``/``strategy``).
 
     ``purge_step`` (a resume): TensorBoard hides the events of steps >= it that the run wrote after
-    the checkpoint it resumes from, so no step is shown twice (the module logs the checkpoint's
-    last epoch-end metrics again, which Lightning had logged at that same step).
+    the checkpoint it resumes from, so no step is shown twice (Lightning logs an epoch's end at the
+    step before the next epoch's first, so the checkpoint's own epoch stays visible).
     """
     from pytorch_lightning.loggers import TensorBoardLogger
 

@@ -133,20 +133,6 @@ class SupernetModule(pl.LightningModule):
                 keep = [ln for ln in path.read_text().splitlines()
                         if ln and json.loads(ln).get("epoch", -1) < self.current_epoch]
                 atomic_write_text(path, "".join(k + "\n" for k in keep))
-        if self.global_step > 0 and self.history and self.logger is not None and self.trainer.is_global_zero:
-            self._relog_last_epoch()
-
-    def _relog_last_epoch(self) -> None:
-        """After a resume TensorBoard hides every event from the resumed step on (``purge_step``,
-        trainers.supernet), and Lightning logged the checkpoint's last epoch-end metrics at that
-        very step: write them again, so that epoch stays visible."""
-        last = self.history[-1]
-        values = {"epoch": float(last["epoch"]), "lr": float(last["lr"]), "time/epoch_s": float(last["epoch_seconds"]),
-                  "phase": float(self.config.sampler.phase_index(last["epoch"]))}
-        for key in ("clean_acc", "adv_acc"):
-            if f"val_{key}" in last:
-                values[f"val/{key}"] = float(last[f"val_{key}"])
-        self.logger.log_metrics(values, step=self.trainer.fit_loop.epoch_loop._batches_that_stepped)
 
     def on_train_epoch_start(self) -> None:
         epoch = self.current_epoch
