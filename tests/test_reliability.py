@@ -193,6 +193,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, work, capsys):
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert rc == case.rc, err
     assert len(errors) == 1 and "Traceback" not in err, err
+    assert err.rstrip("\n").splitlines()[-1] == errors[0], err  # the message is one line, and the last
     for word in case.words:
         assert word in errors[0], (word, errors[0])
     assert tree_digest(work) == before  # nothing written, finished outputs byte-identical

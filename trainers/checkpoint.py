@@ -90,7 +90,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any | None = "cpu") -
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {e})") from e
+        lines = str(e).strip().splitlines()
+        reason = "it needs unpickling, which is never done" if "Weights only load failed" in str(e) else \
+            (lines[0][:200] if lines else "")
+        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {reason})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
     return ckpt
