@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from search_space.cli import Parser, UsageError, add_out, add_space, run, space_from_flags
 from search_space.files import save_front
+from search_space.rundir import RunDirectory, check_writable_dir
 
 from .config import add_config_arguments, config_from_arguments
 from .objectives import parse_objectives
@@ -31,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     add_space(s, "the supernet's data set: recorded in front.json, counts parameters for --param-range "
                  "(with --width; neither: front.json records no space)", "the supernet's width multiplier")
     add_out(s, "directory for front.json and history.csv (default: runs/search)", default="runs/search")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the search in --out (refused without it when --out holds a front.json)")
     s.set_defaults(func=_search)
 
     f = sub.add_parser("front", help="recompute front.json from an nnictl experiment or its export file")
@@ -40,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     inferred = "default: the experiment's tuner classArgs; needed for an export file"
     add_space(f, f"the supernet's data set ({inferred})", f"the supernet's width multiplier ({inferred})")
     add_out(f, "the front file to write (default: front.json)", default="front.json")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace --out even with a front of fewer architectures (refused without it)")
     f.set_defaults(func=_front)
     return p
 
@@ -50,7 +56,9 @@ def _search(args: argparse.Namespace) -> None:
 
     space = space_from_flags(args)
     config = config_from_arguments(args)
-    evaluate = toy_objectives if args.evaluator == "toy" else load_callable(args.evaluator)
+    evaluate = toy_objectives if args.evaluator == "toy" else _checked(load_callable(args.evaluator), args.evaluator)
+    run_dir = RunDirectory(args.out, finished=("front.json",), outputs=("front.json", "history.csv"))
+    run_dir.check(overwrite=args.overwrite)
     params_fn = None
     if config.param_range is not None:
         if space is None:
@@ -67,16 +75,43 @@ def _search(args: argparse.Namespace) -> None:
 
         check_flops_range(config, space)
         flops_fn = table_flops_fn(space)
-    search = run_search(config, evaluate, params_fn=params_fn, flops_fn=flops_fn, output_dir=args.out, space=space)
+    with run_dir.lock():
+        run_dir.check(overwrite=args.overwrite)  # again: another search may have finished meanwhile
+        run_dir.clear()
+        search = run_search(config, evaluate, params_fn=params_fn, flops_fn=flops_fn, output_dir=args.out,
+                            space=space)
     last = search.history[-1]
     print(f"{search.evaluations} evaluations, front of {last['front_size']}, hypervolume "
           f"{last['hypervolume']:.6f}; wrote {Path(args.out) / 'front.json'}")
+
+
+def _checked(fn, name: str):
+    """``fn`` whose unexpected exceptions (a wrong signature or return) become one ``ValueError`` line."""
+    from .runner import TrialFailed
+
+    def evaluate(arch):
+        try:
+            metrics = fn(arch)
+        except TrialFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's code: report it in one line, not a traceback
+            raise ValueError(f"evaluator {name!r} raised {type(e).__name__} on {arch.key}: {e}") from None
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"evaluator {name!r} returned {type(metrics).__name__} for {arch.key}; expected a "
+                             "metric dict")
+        return metrics
+
+    return evaluate
 
 
 def _front(args: argparse.Namespace) -> None:
     from .export import experiment_space, fetch_export, front_from_export, read_export_file
 
     objectives = parse_objectives(args.objectives)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory; name the front file to write (e.g. {out / 'front.json'})")
+    check_writable_dir(out.parent)
     src = Path(args.source)
     if src.is_file():
         entries, recorded = read_export_file(src), None
@@ -84,8 +119,24 @@ def _front(args: argparse.Namespace) -> None:
         entries, recorded = fetch_export(args.source), experiment_space(args.source)
     space = space_from_flags(args, recorded, str(args.source))
     front = front_from_export(entries, objectives)
-    save_front(args.out, front, objectives, space, source=str(args.source), evaluations=len(entries))
+    with RunDirectory(out.parent, finished=(), lock_name=f".{out.name}.lock").lock():
+        if out.exists() and not args.overwrite:
+            _refuse_emptier(out, len(front), len(entries))
+        save_front(out, front, objectives, space, source=str(args.source), evaluations=len(entries))
     print(f"{len(entries)} trials, front of {len(front)}; wrote {args.out}")
+
+
+def _refuse_emptier(out: Path, size: int, trials: int) -> None:
+    """A front file is never replaced by one of fewer architectures (or an unreadable one) without --overwrite."""
+    from search_space.files import load_front
+
+    try:
+        old = len(load_front(out)[0])
+    except ValueError as e:
+        raise UsageError(f"--out {out}: exists and is not a front file ({e}); pass --overwrite to replace it") from None
+    if size < old:
+        raise UsageError(f"--out {out}: holds a front of {old} architecture(s), the recomputed one {size} (from "
+                         f"{trials} trial(s) with a result); pass --overwrite to replace it")
 
 
 def main(argv: list[str] | None = None) -> int:

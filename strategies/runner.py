@@ -8,6 +8,7 @@ both give the same front.
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import logging
 import os
@@ -102,11 +103,24 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
 
 
 def load_callable(path: str) -> Callable[..., Any]:
-    """``"package.module:function"`` -> the function (for the CLI's ``--evaluator``)."""
+    """``"package.module:function"`` -> the function (for the CLI's ``--evaluator``); one
+    ``ValueError`` line for a bad spelling, a module that does not import, a missing name or a
+    function that cannot be called with one architecture."""
     module, sep, name = path.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"evaluator {path!r}: expected 'module:function'")
-    fn = getattr(importlib.import_module(module), name, None)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"evaluator {path!r}: cannot import {module!r} ({type(e).__name__}: {e})") from None
+    fn = getattr(mod, name, None)
     if not callable(fn):
         raise ValueError(f"evaluator {path!r}: {name!r} is not a callable in {module!r}")
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        raise ValueError(f"evaluator {path!r}: {name}{inspect.signature(fn)} cannot be called with one "
+                         "argument (an Architecture -> metric dict)") from None
+    except ValueError:  # no signature (some builtins): let the call tell
+        pass
     return fn

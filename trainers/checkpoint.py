@@ -90,7 +90,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any | None = "cpu") -
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {e})") from e
+        lines = str(e).strip().splitlines()
+        reason = "it needs unpickling, which is never done" if "Weights only load failed" in str(e) else \
+            (lines[0][:200] if lines else "")
+        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {reason})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
     return ckpt
@@ -123,6 +126,25 @@ def check_space(found: SpaceConfig, expected: SpaceConfig | None, path: str | os
         raise CheckpointError(f"{path}: supernet checkpoint belongs to another space ({'; '.join(diffs)})")
 
 
+def weights_misfit(expected: dict[str, Any], weights: dict[str, Any]) -> str:
+    """One line on how ``weights`` differ from a model's ``expected`` state dict ('' if they fit):
+    counts of mismatched, missing and unexpected tensors and the first of each (not torch's
+    one line per tensor)."""
+    wrong = [k for k in expected if k in weights and tuple(getattr(weights[k], "shape", ())) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} of {len(expected)} tensors have another shape, the first {k}: "
+                     f"checkpoint {list(weights[k].shape)}, model {list(expected[k].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} missing (the first {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (the first {unexpected[0]})")
+    return "; ".join(parts)
+
+
 def load_supernet(checkpoint_path: str | os.PathLike, expected_space: SpaceConfig | None = None,
                   *, map_location: Any = "cpu") -> tuple[TamNasSpace, SpaceConfig, dict[str, Any]]:
     """Rebuild the one-shot supernet of a checkpoint with its trained weights.
@@ -152,11 +174,11 @@ def load_supernet(checkpoint_path: str | os.PathLike, expected_space: SpaceConfi
         raise CheckpointError(f"{path}: no state_dict")
     weights = {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
     supernet = to_one_shot(TamNasSpace(dataset=space.dataset, width_multiplier=space.width_multiplier))
-    try:
-        supernet.load_state_dict(weights)
-    except RuntimeError as e:
+    misfit = weights_misfit(supernet.state_dict(), weights)
+    if misfit:
         raise CheckpointError(f"{path}: weights do not fit the {space.dataset} width-{space.width_multiplier} "
-                              f"supernet ({e})") from None
+                              f"supernet ({misfit})")
+    supernet.load_state_dict(weights)
     meta = dict(_meta(ckpt, path))
     meta["epoch"] = ckpt.get("epoch")
     meta["global_step"] = ckpt.get("global_step")

@@ -55,6 +55,9 @@ __all__ = [
     "check_fraction",
     "check_positive",
     "check_non_negative",
+    "check_accelerator",
+    "check_data_present",
+    "check_device",
     "config_to_dict",
     "default_root",
     "load_config",
@@ -130,6 +133,51 @@ def parse_float(value: Any) -> float:
     if not math.isfinite(out):
         raise ValueError(f"expected a finite number, got {value!r}")
     return out
+
+
+def check_device(value: str, where: str = "device") -> None:
+    """``ConfigError`` unless ``value`` is ``auto`` or a torch device this machine has
+    (``cuda`` without a visible GPU is refused here, not mid-run)."""
+    import torch
+
+    if value == "auto":
+        return
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{where}: {value!r} is not a device (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where}: {value!r}, but torch sees no CUDA device (torch.cuda.is_available() is "
+                              "False); use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{where}: {value!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where}: {value!r}, but MPS is not available here; use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{where}: {value!r} is not supported (expected auto, cpu, cuda, cuda:N or mps)")
+
+
+def check_accelerator(value: str, where: str = "trainer.accelerator") -> None:
+    """Lightning's ``accelerator``: ``gpu``/``cuda``/``mps`` refused at once where the machine has none."""
+    if value in ("gpu", "cuda"):
+        check_device("cuda", where)
+    elif value == "mps":
+        check_device("mps", where)
+
+
+def check_data_present(data: Any) -> None:
+    """``ConfigError`` naming ``data.root`` and how to fetch the data set when its files are missing
+    (checked before a run writes anything)."""
+    from .data import fetch_command, is_present
+
+    root = data.root if data.root is not None else default_root()
+    if not Path(root).is_dir():
+        raise ConfigError(f"data.root: {root} is not a directory; fetch the data set with "
+                          f"`{fetch_command(data.dataset, root)}` (or set data.download: true)")
+    if not is_present(data.dataset, root):
+        raise ConfigError(f"data.root: {data.dataset} not found under {root}; fetch it with "
+                          f"`{fetch_command(data.dataset, root)}` (or set data.download: true)")
 
 
 # --------------------------------------------------------------------------- YAML and overrides

@@ -13,8 +13,12 @@ of fewer than :data:`SCRATCH_MIN_EPOCHS` epochs logs a warning, since it stays n
 
 Each run writes, atomically, into its output directory:
 ``weights.pt`` (state dict, loads with ``torch.load(weights_only=True)``), ``model.ts``
-(TorchScript), ``architecture.json``, ``result.json`` (metrics + grid) and
-``config.resolved.yml`` (every key and the seed).
+(TorchScript), ``architecture.json``, ``result.json`` (metrics + grid),
+``config.resolved.yml`` (every key and the seed) and ``tensorboard/`` (per-epoch loss and probe;
+inside an NNI trial in the trial's output directory, where NNI's TensorBoard button looks).
+Outside NNI the directory defaults to ``runs/retrain/<arch>-scratch`` or ``-finetune``; a
+finished retrain there is refused unless ``--overwrite``, and two runs never share it at once
+(:mod:`search_space.rundir`). Everything that can fail early is checked before a file is written.
 
 Full-scale schedule (paper): 100 epochs, lr 0.1 ÷10 at 20/40/80, weight decay 5e-3, batch 512.
 """
@@ -35,6 +39,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from search_space.cli import int_at_least
 from search_space.datasets import dataset_spec
 from search_space.encoding import (
     Architecture,
@@ -46,6 +51,7 @@ from search_space.encoding import (
     read_space,
 )
 from search_space.params import count_params
+from search_space.rundir import RunDirectory, RunDirectoryError
 from trainers import cli
 from trainers.adversarial import AdversarialConfig, make_adversarial_config
 from trainers.checkpoint import atomic_torch_save
@@ -54,6 +60,8 @@ from trainers.config import (
     ConfigError,
     DataConfig,
     OptimizerConfig,
+    check_data_present,
+    check_device,
     check_non_negative,
     check_positive,
     in_nni_trial,
@@ -69,6 +77,15 @@ logger = logging.getLogger(__name__)
 
 # A scratch run shorter than this stays near chance (2 quick epochs: ~10 % clean on Fashion-MNIST).
 SCRATCH_MIN_EPOCHS = 20
+
+# A directory holding these holds a finished retrain (refused without --overwrite); OUTPUTS go on replacing it.
+FINISHED = ("result.json", "weights.pt")
+OUTPUTS = ("result.json", "weights.pt", "model.ts", "architecture.json", "config.resolved.yml", "tensorboard")
+
+
+def default_out(arch: Architecture, config: RetrainConfig) -> Path:
+    """``runs/retrain/<arch>-scratch`` or ``-finetune``: the two starts of one architecture never share a directory."""
+    return Path("runs") / "retrain" / f"{arch.key.replace(':', '_')}-{config.start}"
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,9 @@ def check_supernet_record(config: RetrainConfig) -> None:
     if config.start != "finetune":
         return
     ckpt = Path(config.supernet_checkpoint)
+    if not ckpt.is_file():
+        raise ConfigError(f"supernet_checkpoint: {ckpt}: checkpoint not found (fine-tuning needs the supernet's "
+                          "checkpoints/last.ckpt)")
     path = record_beside_checkpoint(ckpt)
     if not path.is_file():
         logger.info("no supernet record at %s; the checkpoint's own space is checked when it loads", path)
@@ -170,7 +190,7 @@ def _initial_model(arch: Architecture, config: RetrainConfig, train_loader: Any)
 
 
 def _train(model: torch.nn.Module, splits: Any, config: RetrainConfig, device: torch.device, *,
-           report_intermediate: Any, progress: bool) -> list[dict[str, Any]]:
+           report_intermediate: Any, progress: bool, writer: Any = None) -> list[dict[str, Any]]:
     """The epochs of training, with a per-epoch validation probe; returns the history."""
     from trainers.data import make_loader
 
@@ -205,6 +225,12 @@ def _train(model: torch.nn.Module, splits: Any, config: RetrainConfig, device: t
                 report_intermediate({"default": record["val_adv_acc"], "clean_acc": record["val_clean_acc"],
                                      "adv_acc": record["val_adv_acc"], "epoch": epoch + 1})
         history.append(record)
+        if writer is not None:
+            for key, value in record.items():
+                if key != "epoch":
+                    writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
+                                      value, epoch + 1)
+            writer.flush()
         logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, record)
     return history
 
@@ -222,29 +248,56 @@ def _export(model: torch.nn.Module, out: Path) -> None:
 
 
 def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLike, *,
-            report_intermediate: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Train ``arch`` as configured, evaluate it on the test split and write the outputs."""
+            report_intermediate: Any = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``arch`` as configured, evaluate it on the test split and write the outputs.
+
+    Everything that can fail early (the directory, the device, the data, the checkpoint and its
+    fit) is checked before the first file is written; a directory holding a finished retrain is
+    refused unless ``overwrite``; one run at a time per directory (:mod:`search_space.rundir`).
+    """
     from trainers.data import get_splits, make_loader
     from trainers.search_trial import resolve_device
 
-    check_supernet_record(config)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDirectory(out, finished=FINISHED, outputs=OUTPUTS)
+    run_dir.check(overwrite=overwrite)
+    check_device(config.device, "device")
+    check_supernet_record(config)
+    d, grid = config.data, config.test_grid()
+    if not d.download:
+        check_data_present(d)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    space, d, grid = config.space, config.data, config.test_grid()
     splits = get_splits(d.dataset, d.root, val_size=d.val_size, seed=d.split_seed,
                         train_subset=d.train_subset, val_subset=d.val_subset,
                         test_subset=grid.examples, augment=d.augment, download=d.download)
-    save_resolved(config, out / "config.resolved.yml", architecture=arch.key)
-    atomic_write_text(out / "architecture.json", json.dumps(arch.to_dict(space), indent=2) + "\n")
-
     started = time.time()
     device = resolve_device(config.device)
     model = _initial_model(arch, config, make_loader(splits.train, d.batch_size, shuffle=True, seed=config.seed))
-    model = model.to(device)
-    history = _train(model, splits, config, device, report_intermediate=report_intermediate, progress=progress)
+    with run_dir.lock():
+        run_dir.check(overwrite=overwrite)  # again: another run may have finished meanwhile
+        run_dir.clear()
+        return _run(arch, config, out, model.to(device), splits, device, started,
+                    report_intermediate=report_intermediate, progress=progress)
+
+
+def _run(arch: Architecture, config: RetrainConfig, out: Path, model: torch.nn.Module, splits: Any,
+         device: torch.device, started: float, *, report_intermediate: Any, progress: bool) -> dict[str, Any]:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainers.data import make_loader
+    from trainers.supernet import tensorboard_root
+
+    space, d, grid = config.space, config.data, config.test_grid()
+    save_resolved(config, out / "config.resolved.yml", architecture=arch.key)
+    atomic_write_text(out / "architecture.json", json.dumps(arch.to_dict(space), indent=2) + "\n")
+    writer = SummaryWriter(str(tensorboard_root(out) / "tensorboard"))
+    try:
+        history = _train(model, splits, config, device, report_intermediate=report_intermediate,
+                         progress=progress, writer=writer)
+    finally:
+        writer.close()
     train_time = time.time() - started
     _export(model, out)
 
@@ -280,7 +333,9 @@ def retrain_search_space(front_path: str | os.PathLike, top: int | None = None) 
     archs, _, _ = load_front(front_path)
     if not archs:
         raise ArchitectureError(f"{front_path}: the front holds no architecture")
-    keys = [a.key for a in archs][: top or None]
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ArchitectureError(f"--top: {top!r} is not allowed; expected an integer >= 1")
+    keys = [a.key for a in archs][:top]
     return {"arch": {"_type": "choice", "_value": keys}}
 
 
@@ -303,11 +358,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="architecture JSON (outside NNI)")
     p.add_argument("--checkpoint", help="supernet checkpoint to fine-tune from (= --set supernet_checkpoint=CKPT; "
                                         "init: auto then fine-tunes)")
-    add_out_argument(p, "output directory (default: the NNI trial's, or runs/retrain/<arch>)")
+    add_out_argument(p, "output directory (default: the NNI trial's, or runs/retrain/<arch>-scratch|-finetune)")
+    p.add_argument("--device", help="auto (the GPU NNI assigned, else the CPU), cpu, cuda, cuda:N (= --set device=...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the finished retrain in the output directory (refused without it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p = sub.add_parser("space", help="retrain search space (one 'arch' choice) from a front file")
     p.add_argument("front")
-    p.add_argument("--top", type=int, help="keep the first N architectures of the front")
+    p.add_argument("--top", type=int_at_least(1), help="keep the first N architectures of the front")
     add_out_argument(p, "the search space JSON to write", required=True)
 
 
@@ -324,6 +382,8 @@ def run(args: argparse.Namespace) -> int:
             overrides = list(args.set)  # after --checkpoint: an explicit --set wins
             if args.checkpoint:
                 overrides.insert(0, f"supernet_checkpoint={json.dumps(str(Path(args.checkpoint).absolute()))}")
+            if args.device:
+                overrides.insert(0, f"device={json.dumps(args.device)}")
             config = load_config(args.config, RetrainConfig, overrides)
             arch = _nni_arch()
             report = None
@@ -339,16 +399,17 @@ def run(args: argparse.Namespace) -> int:
                     raise ArchitectureError(f"{args.arch}: the architecture belongs to {arch_space.to_dict()}, the "
                                             f"retrain config to {config.space.to_dict()} (data.dataset, "
                                             "width_multiplier)")
-                out = args.out or f"runs/retrain/{arch.key.replace(':', '_')}"
+                out = args.out or default_out(arch, config)
             else:
                 raise ArchitectureError("--arch is required outside an NNI trial")
-            result = retrain(arch, config, out, report_intermediate=report, progress=report is None)
+            result = retrain(arch, config, out, report_intermediate=report, progress=report is None,
+                             overwrite=args.overwrite)
             if report is not None:
                 import nni
 
                 nni.report_final_result({"default": result["adv_acc"], "clean_acc": result["clean_acc"],
                                          "adv_acc": result["adv_acc"], "params": result["params"]})
-    except (ArchitectureError, ConfigError, FileNotFoundError, ValueError) as e:
+    except (ArchitectureError, ConfigError, RunDirectoryError, OSError, ValueError) as e:
         return usage_error(e)
     return 0
 

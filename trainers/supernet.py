@@ -32,11 +32,20 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from search_space.cli import int_at_least
 from search_space.encoding import atomic_write_text
+from search_space.rundir import RunDirectory, RunDirectoryError, is_primary_process
 
-from .checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from .checkpoint import AtomicCheckpointIO, CheckpointError, check_space, checkpoint_space, load_checkpoint
 from .cli import add_out_argument, usage_error
-from .config import ConfigError, config_to_dict, in_nni_trial, save_resolved
+from .config import (
+    ConfigError,
+    check_accelerator,
+    check_data_present,
+    config_to_dict,
+    in_nni_trial,
+    save_resolved,
+)
 from .data import DataNotFoundError
 from .supernet_config import SupernetConfig, ValidationConfig, load_supernet_config
 from .supernet_data import SupernetDataModule
@@ -55,6 +64,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# What a supernet run writes into its directory: a finished run is refused (or replaced with
+# --overwrite, continued with --resume); the leftovers of a run that never finished an epoch are cleared.
+FINISHED = (f"checkpoints/{LAST_CHECKPOINT}", "summary.json")
+OUTPUTS = ("checkpoints", "tensorboard", "summary.json", "config.resolved.yml", "supernet.json",
+           "supernet.epoch*.json", "architectures.rank*.jsonl")
+
 
 class EpochProgressBar(TQDMProgressBar):
     """Lightning's progress bar, its description ``epoch 1/4`` (epochs of the total) instead of ``Epoch 0``."""
@@ -69,9 +84,27 @@ def show_progress_bar(config: SupernetConfig) -> bool:
     return config.trainer.progress_bar and not in_nni_trial()
 
 
+def tensorboard_root(out: Path) -> Path:
+    """Where ``tensorboard/`` goes: the NNI trial's output directory inside a trial (where NNI's
+    TensorBoard button looks: ``<trial output dir>/tensorboard``), else the run directory."""
+    nni_dir = os.environ.get("NNI_OUTPUT_DIR")
+    return Path(nni_dir) if nni_dir and in_nni_trial() else out
+
+
+def logged_steps(ckpt: dict[str, Any]) -> int:
+    """The logger step a checkpoint stopped at (Lightning logs at ``_batches_that_stepped``)."""
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", ckpt.get("global_step", 0)))
+
+
 def build_trainer(config: SupernetConfig, out: Path, *, max_epochs: int,
-                  devices: int | None = None) -> pl.Trainer:
-    """A Lightning ``Trainer`` for ``config`` (DDP by ``trainer.devices``/``num_nodes``/``strategy``)."""
+                  devices: int | None = None, purge_step: int | None = None) -> pl.Trainer:
+    """A Lightning ``Trainer`` for ``config`` (DDP by ``trainer.devices``/``num_nodes``/``strategy``).
+
+    ``purge_step`` (a resume): TensorBoard hides the events of steps >= it that the run wrote after
+    the checkpoint it resumes from, so no step is shown twice (Lightning logs an epoch's end at the
+    step before the next epoch's first, so the checkpoint's own epoch stays visible).
+    """
     from pytorch_lightning.loggers import TensorBoardLogger
 
     t = config.trainer
@@ -84,7 +117,8 @@ def build_trainer(config: SupernetConfig, out: Path, *, max_epochs: int,
     return pl.Trainer(
         accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, deterministic=t.deterministic, max_epochs=max_epochs,
-        logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
+        logger=TensorBoardLogger(str(tensorboard_root(out)), name="tensorboard", version="",
+                                 **({"purge_step": purge_step} if purge_step is not None else {})),
         enable_checkpointing=False,  # SupernetModule writes checkpoints/last.ckpt itself, every epoch
         plugins=[AtomicCheckpointIO()], enable_progress_bar=progress,
         callbacks=[EpochProgressBar()] if progress else [],
@@ -114,7 +148,8 @@ def _warn_if_changed(ckpt: Path, config: SupernetConfig) -> None:
 
 def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: int | None = None,
                    resume: bool = False, devices: int | None = None,
-                   report_to_nni: bool | None = None, config_path: str | None = None) -> dict[str, Any]:
+                   report_to_nni: bool | None = None, config_path: str | None = None,
+                   overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) a supernet; returns a summary with the final probe metrics.
 
     Parameters
@@ -132,15 +167,38 @@ def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: in
         4-epoch run.
     resume : bool
         Continue from ``out/checkpoints/last.ckpt``.
+    overwrite : bool
+        Replace the finished (or interrupted) run in ``out``; without it (or ``resume``) a
+        directory holding a checkpoint or a summary is refused. One run at a time per directory
+        (:class:`search_space.rundir.RunDirectory`).
     """
     out = Path(out)
     ckpt = out / "checkpoints" / LAST_CHECKPOINT
+    if resume and overwrite:
+        raise CheckpointError("--resume continues a run, --overwrite replaces it: give one")
     if resume and not ckpt.exists():
         raise CheckpointError(f"{ckpt}: nothing to resume from")
-    if not resume and ckpt.exists():
-        raise CheckpointError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+    if not resume and not overwrite and ckpt.exists():
+        raise CheckpointError(f"{ckpt} exists: pass --resume to continue it, --overwrite to replace the run, "
+                              "or choose another --out")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs: {epochs} is not allowed; expected an integer >= 1")
+    primary = is_primary_process()
+    run_dir = RunDirectory(out, finished=FINISHED, outputs=OUTPUTS)
+    if primary:
+        run_dir.check(overwrite=overwrite, resume=resume)
+    # everything that can fail is checked before the first file is written
     config = config.with_absolute_data_root()
+    check_accelerator(config.trainer.accelerator, "trainer.accelerator")
     max_epochs = epochs if epochs is not None else config.total_epochs
+    purge_step = None
+    if resume:
+        saved = load_checkpoint(ckpt)
+        check_space(checkpoint_space(saved, ckpt), config.space, ckpt)
+        purge_step = logged_steps(saved)  # the resumed run's first logger step
+        del saved
+    if not config.data.download:
+        check_data_present(config.data)
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
     if resume:
@@ -149,7 +207,19 @@ def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: in
     module = SupernetModule(config, report_to_nni=report_to_nni, log_dir=out,
                             log_epochs=not show_progress_bar(config))
     datamodule = SupernetDataModule(config)
-    trainer = build_trainer(config, out, max_epochs=max_epochs, devices=devices)
+    with run_dir.lock():
+        if primary:
+            run_dir.check(overwrite=overwrite, resume=resume)  # again: a run may have finished meanwhile
+            if not resume:
+                run_dir.clear()  # --overwrite, or the leftovers of a run that never finished an epoch
+        return _fit(config, out, ckpt, module, datamodule, max_epochs=max_epochs, devices=devices,
+                    resume=resume, purge_step=purge_step, config_path=config_path)
+
+
+def _fit(config: SupernetConfig, out: Path, ckpt: Path, module: SupernetModule, datamodule: SupernetDataModule,
+         *, max_epochs: int, devices: int | None, resume: bool, purge_step: int | None,
+         config_path: str | None) -> dict[str, Any]:
+    trainer = build_trainer(config, out, max_epochs=max_epochs, devices=devices, purge_step=purge_step)
     if trainer.global_rank == 0:
         save_resolved(config, out / "config.resolved.yml", source_config=config_path, epochs=max_epochs,
                       resolved_seed=config.seed)
@@ -165,7 +235,9 @@ def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: in
                "final": result, "checkpoint": str(ckpt), "history": module.history}
     if trainer.global_rank == 0:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        __import__("trainers.export_search").export_search.export_at_end_of_training(ckpt)  # RUN/search
+        from .export_search import export_at_end_of_training
+
+        export_at_end_of_training(ckpt)  # RUN/search: what search trials read (docs/architecture.md §12)
         if module.report_to_nni:
             import nni
 
@@ -179,9 +251,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (configs/supernet/*.yml)")
     add_out_argument(parser, "output directory (default: runs/supernet/<config name>, or the NNI trial's "
                              "output directory)")
-    parser.add_argument("--epochs", type=int, help="stop after N epochs in total (schedule unchanged)")
+    parser.add_argument("--epochs", type=int_at_least(1), help="stop after N epochs in total (schedule unchanged)")
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in OUT (refused without it when OUT holds a checkpoint or a summary)")
     parser.add_argument("--devices", type=int, help="devices per node (DDP when > 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set data.batch_size=128 (repeatable)")
@@ -209,8 +283,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_supernet_config(args.config, overrides, params)
         summary = train_supernet(config, out, epochs=args.epochs, resume=args.resume,
-                                 report_to_nni=trial, config_path=str(args.config))
-    except (ConfigError, CheckpointError, DataNotFoundError) as e:  # one line, no traceback
+                                 report_to_nni=trial, config_path=str(args.config),
+                                 overwrite=getattr(args, "overwrite", False))
+    except (ConfigError, CheckpointError, RunDirectoryError, FileNotFoundError, DataNotFoundError) as e:
         return usage_error(e)
     final = summary.get("final") or {}
     logger.info("done in %.0f s: %s", summary["wall_seconds"],

@@ -135,6 +135,10 @@ class SupernetModule(pl.LightningModule):
                 atomic_write_text(path, "".join(k + "\n" for k in keep))
 
     def on_train_epoch_start(self) -> None:
+        if self.current_epoch > 0 and self.logger is not None and self.trainer.is_global_zero:
+            # the last epoch's end-of-epoch metrics (logged after its checkpoint) reach the disk now:
+            # a crash in this epoch loses no finished epoch from TensorBoard
+            self.logger.experiment.flush()
         epoch = self.current_epoch
         lr = self.learning_rate(epoch)
         for group in self.optimizers().optimizer.param_groups:
