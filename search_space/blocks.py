@@ -1,5 +1,10 @@
 """The 22 choice blocks of TAM-NAS (paper Fig. 3, Fig. 4, Table XIV), written with NNI's mutables.
 
+Importing this module does not import ``nni.nas``: NNI's mutable conv/BN (and with them
+Lightning, torchvision, ...) are imported only when a block is built with a mutable width,
+i.e. where the supernet is built (:mod:`search_space.supernet`). A frozen subnet
+(:mod:`search_space.subnet`) is plain PyTorch.
+
 Every intermediate width is ``max(1, round(base * ratio))`` where ``ratio`` is the layer's
 channel selector (an ``nni.choice`` in the supernet, a float in a frozen subnet):
 
@@ -19,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from nni.mutable import MutableExpression
-from nni.nas.nn.pytorch import MutableBatchNorm2d, MutableConv2d
 from torch import nn
 
 from .params import SE_MIN_HIDDEN, SE_REDUCTION
@@ -38,12 +42,19 @@ def _is_mutable(*values: Any) -> bool:
 def conv2d(cin: Any, cout: Any, kernel: int, stride: int = 1, padding: int = 0, *,
            groups: Any = 1, bias: bool = True) -> nn.Module:
     """``MutableConv2d`` when a width is mutable, plain ``nn.Conv2d`` otherwise (standalone subnets)."""
-    cls = MutableConv2d if _is_mutable(cin, cout, groups) else nn.Conv2d
-    return cls(cin, cout, kernel, stride, padding, groups=groups, bias=bias)
+    if _is_mutable(cin, cout, groups):
+        from nni.nas.nn.pytorch import MutableConv2d  # the supernet only: nni.nas pulls in Lightning
+
+        return MutableConv2d(cin, cout, kernel, stride, padding, groups=groups, bias=bias)
+    return nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=bias)
 
 
 def batch_norm(c: Any) -> nn.Module:
-    return MutableBatchNorm2d(c) if _is_mutable(c) else nn.BatchNorm2d(c)
+    if _is_mutable(c):
+        from nni.nas.nn.pytorch import MutableBatchNorm2d
+
+        return MutableBatchNorm2d(c)
+    return nn.BatchNorm2d(c)
 
 
 def se_hidden(channels: int) -> int:

@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("trainers.search_trial", "score one architecture with inherited supernet weights (search trial)"),
     "retrain": ("trainers.retrain", "retrain front architectures; build the retrain search space"),
     "record": ("trainers.supernet_record", "write the supernet record (supernet.json) of a checkpoint"),
+    "export-search": ("trainers.export_search", "write a checkpoint's search-ready export (per-block shards, "
+                                                "cached trial images) for lean search trials"),
 }
 
 

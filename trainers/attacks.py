@@ -1,8 +1,10 @@
 """L∞ PGD attacks and the TRADES loss used for adversarial training.
 
 Inputs are images in [0, 1]; normalization, if any, lives inside the model
-(docs/architecture.md §5). Evaluation uses torchattacks (see :mod:`trainers.evaluation`);
-the attacks here are the training-time inner maximizations, written so that
+(docs/architecture.md §5). Evaluation uses torchattacks (see :mod:`trainers.evaluation`),
+except the search trial, which runs :func:`pgd_attack` with ``update="torchattacks"`` (the same
+arithmetic, bit for bit, without importing torchattacks). The attacks here are the
+training-time inner maximizations, written so that
 
 * they never change the model's mode (the caller chooses eval or train mode);
 * they take gradients with ``torch.autograd.grad`` with respect to the input
@@ -126,6 +128,7 @@ def pgd_attack(
     steps: int,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    update: str = "box",
 ) -> Tensor:
     """Untargeted L∞ PGD on the cross-entropy loss (Madry et al. 2018).
 
@@ -150,6 +153,12 @@ def pgd_attack(
         Start from a uniform random point of the ε-ball (Madry et al.).
     generator : torch.Generator, optional
         Source of the random start; the global RNG if None.
+    update : {"box", "torchattacks"}
+        How a step is projected. ``"box"``: one clamp between the precomputed bounds of
+        :func:`linf_box` (fewest elementwise ops; equal to torchattacks up to float rounding).
+        ``"torchattacks"``: torchattacks' ``PGD`` arithmetic, ``x + clamp(x' + α·sign(g) − x, ±ε)``
+        then [0, 1], which gives bit-identical examples to ``torchattacks.PGD`` on the same seed
+        (the search trial's attack, so its numbers equal the torchattacks-based evaluation's).
 
     Returns
     -------
@@ -157,6 +166,8 @@ def pgd_attack(
         Detached adversarial images in the ε-ball around ``x`` and in [0, 1].
     """
     check_attack_settings(epsilon, step_size, steps)
+    if update not in ("box", "torchattacks"):
+        raise ValueError(f"update must be 'box' or 'torchattacks', got {update!r}")
     x = x.detach()
     lower, upper = linf_box(x, epsilon)
     x_adv = uniform_start(x, epsilon, generator) if random_start else x.clone()
@@ -164,7 +175,11 @@ def pgd_attack(
         x_adv.requires_grad_(True)
         loss = F.cross_entropy(model(x_adv), y)
         (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.clamp(torch.add(x_adv.detach(), grad.sign(), alpha=step_size), min=lower, max=upper)
+        if update == "box":
+            x_adv = torch.clamp(torch.add(x_adv.detach(), grad.sign(), alpha=step_size), min=lower, max=upper)
+        else:
+            delta = torch.clamp(x_adv.detach() + step_size * grad.sign() - x, min=-epsilon, max=epsilon)
+            x_adv = torch.clamp(x + delta, min=0.0, max=1.0)
     return x_adv.detach()
 
 

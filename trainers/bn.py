@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 __all__ = ["batch_norm_layers", "recalibrate_bn"]
 
@@ -68,9 +67,12 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]] | I
     model.train()
     seen = 0
     try:
+        if progress:  # tqdm only when asked: the search trial imports as little as it can
+            from tqdm.auto import tqdm
+
+            loader = tqdm(loader, total=batches, desc="BN recalibration", leave=False)
         with torch.no_grad():
-            for batch in tqdm(loader, total=batches, desc="BN recalibration", disable=not progress,
-                              leave=False):
+            for batch in loader:
                 if seen >= batches:
                     break
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -164,6 +164,7 @@ def train_supernet(config: SupernetConfig, out: str | os.PathLike, *, epochs: in
                "final": result, "checkpoint": str(ckpt), "history": module.history}
     if trainer.global_rank == 0:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        __import__("trainers.export_search").export_search.export_at_end_of_training(ckpt)  # RUN/search
         if module.report_to_nni:
             import nni
 
