@@ -12,9 +12,6 @@ their ratio, and whether the two fronts are equal (architectures and objective v
 
 The supernet: ``python -m trainers supernet --config configs/supernet/fashion_mnist_quick.yml
 --out runs/quick_supernet`` (``--set data.train_subset=1536`` for a shorter run).
-
-This module also holds :class:`InheritedEvaluator`, the stand-in for
-``trainers.search_trial.SubnetEvaluator`` that :mod:`strategies.pool` uses until that exists.
 """
 
 from __future__ import annotations
@@ -33,57 +30,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 
-# --------------------------------------------------------------------------- the stand-in evaluator
 def supernet_checkpoint(supernet: str | os.PathLike) -> Path:
-    """A supernet run directory or record -> the checkpoint its record names; a ``.ckpt`` -> itself."""
+    """A supernet run directory or record -> the checkpoint its record names."""
     from search_space.record import SupernetRecord
 
-    path = Path(supernet)
-    if path.suffix == ".ckpt":
-        return path
-    return SupernetRecord.load(path).checkpoint_path
-
-
-class InheritedEvaluator:
-    """``SubnetEvaluator(supernet, *, device="auto", data_root=None, **evaluation)`` over today's trial code.
-
-    Loads the supernet once (:func:`trainers.checkpoint.load_supernet`) and scores each
-    architecture with :func:`trainers.search_trial.evaluate_inherited`, the search trial's own
-    path (which seeds every evaluation), so the numbers are the trial's.
-    ``evaluation``: ``eval_examples``, ``bn_batches``, ``batch_size``, ``steps``, ``epsilon``, ``seed``.
-
-    # NOTE: temporary, until trainers.search_trial.SubnetEvaluator lands (issue [lean-trial]).
-    """
-
-    def __init__(self, supernet: str | os.PathLike, *, device: str = "auto", data_root: str | None = None,
-                 **evaluation: Any) -> None:
-        import torch
-
-        from trainers import search_trial
-        from trainers.checkpoint import load_supernet
-
-        self.device = str(search_trial.resolve_device(device))
-        if self.device.startswith("cuda"):
-            # Today's count_flops runs its probe image on the CPU, whatever the subnet's device.
-            count_flops = search_trial.count_flops
-
-            def on_cpu(model: torch.nn.Module, in_channels: int, resolution: int = 32) -> int:
-                return count_flops(_cpu_copy(model), in_channels, resolution)
-
-            search_trial.count_flops = on_cpu
-        self.loaded = load_supernet(supernet_checkpoint(supernet))
-        self.kwargs = {"data_root": data_root, "device": self.device, **evaluation}
-
-    def evaluate(self, arch: Any) -> dict[str, Any]:
-        from trainers.search_trial import evaluate_inherited
-
-        return evaluate_inherited(arch, *self.loaded, **self.kwargs)
-
-
-def _cpu_copy(model: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(model).cpu()
+    return SupernetRecord.load(supernet).checkpoint_path
 
 
 # --------------------------------------------------------------------------- the benchmark

@@ -39,10 +39,8 @@ from .runner import TrialFailed, load_callable
 
 _logger = logging.getLogger(__name__)
 
-# The search trial's evaluator (trainers.search_trial.SubnetEvaluator). Until that module has it,
-# a temporary adapter over today's trial code stands in (same interface, same numbers).
+# The search trial's own evaluator: the numbers of an NNI search trial with the same flags.
 DEFAULT_FACTORY = "trainers.search_trial:SubnetEvaluator"
-_STAND_IN = "benchmarks.bench_inprocess_search:InheritedEvaluator"
 START_TIMEOUT_S = 600.0  # a worker that has not built its evaluator by then is taken as hung
 _POLL_S = 0.5
 
@@ -114,16 +112,6 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _load_factory(name: str) -> Any:
-    try:
-        return load_callable(name)
-    except (ValueError, ImportError):
-        if name != DEFAULT_FACTORY:
-            raise
-        _logger.info("%s is not there yet; using the stand-in %s", DEFAULT_FACTORY, _STAND_IN)
-        return load_callable(_STAND_IN)
-
-
 def _worker_main(spec: WorkerSpec, factory: str, supernet: str, kwargs: Mapping[str, Any],
                  tasks: Any, results: Any, log_level: int) -> None:
     """One worker process: build the evaluator once, then evaluate keys from ``tasks`` until ``None``."""
@@ -131,7 +119,7 @@ def _worker_main(spec: WorkerSpec, factory: str, supernet: str, kwargs: Mapping[
     logging.basicConfig(level=log_level, format=f"{spec.name}: %(levelname)s %(name)s: %(message)s")
     t = time.perf_counter()
     try:
-        evaluator = _load_factory(factory)(supernet, device=spec.evaluator_device, **kwargs)
+        evaluator = load_callable(factory)(supernet, device=spec.evaluator_device, **kwargs)
     except BaseException as e:  # noqa: BLE001 -- any reason goes back as one line
         results.put(("init-failed", spec.index, None, _one_line(e), traceback.format_exc()))
         return
