@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import io
+import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from .objectives import extract_objectives
 _logger = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ("generation", "evaluations", "failures", "front_size", "hypervolume")
+STATE_FILE = "nsga2_state.json"  # the search state, as strategies.tuner saves it
+METRICS_LOG = "evaluations.jsonl"  # every evaluation's metric dict (in-process pool searches)
 
 
 class TrialFailed(Exception):
@@ -52,6 +55,10 @@ def write_outputs(search: NSGA2Search, out_dir: str | os.PathLike, space: SpaceC
     atomic_write_text(out / "history.csv", buf.getvalue())
 
 
+Outcome = tuple[str, "Mapping[str, Any] | TrialFailed", Mapping[str, Any]]
+"""One evaluation's end: the architecture key, its metric dict (or the failure), its provenance."""
+
+
 def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[str, Any]], *,
                params_fn: Callable[[Architecture], float] | None = None,
                flops_fn: Callable[[Architecture], float] | None = None,
@@ -71,7 +78,8 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
     params_fn : callable, optional
         Parameter counter for the ``param_range`` repair (``flops_fn``: FLOPs, ``flops_range``).
     output_dir : path, optional
-        If given, ``front.json`` and ``history.csv`` are rewritten after every generation.
+        If given, ``front.json`` and ``history.csv`` are rewritten after every generation, and the
+        search state (``nsga2_state.json``, as the tuner saves it) after every result.
     space : SpaceConfig, optional
         Recorded in ``front.json``.
 
@@ -80,25 +88,66 @@ def run_search(config: NSGA2Config, evaluate: Callable[[Architecture], Mapping[s
     NSGA2Search
         The finished search: ``.front()``, ``.history``, ``.results``.
     """
-    search = NSGA2Search(config, params_fn, flops_fn=flops_fn)
-    first_failure = None
-    while not search.finished:
-        for key in search.pending():
-            arch = Architecture.from_key(key)
+    def serial(keys: list[str]) -> Iterator[Outcome]:
+        for key in keys:
             try:
-                metrics = evaluate(arch)
+                yield key, evaluate(Architecture.from_key(key)), {}
             except TrialFailed as e:
-                _logger.info("evaluation of %s failed: %s", key, e)
-                first_failure = first_failure or f"{key}: {e}"
-                advanced = search.tell_failure(key)
-                if not search.results and 0 < config.fail_fast() <= len(search.failed):
-                    raise SearchFailed(f"the first {len(search.failed)} evaluations all failed (fail_fast_trials "
-                                       f"{config.fail_fast()}); the first: {first_failure}") from None
-            else:
-                advanced = search.tell(key, extract_objectives(metrics, config.objectives),
-                                       {"trial_id": f"eval-{search.evaluations}"})
-            if advanced and output_dir is not None:
-                write_outputs(search, output_dir, space)
+                yield key, e, {}
+
+    return run_search_many(config, serial, params_fn=params_fn, flops_fn=flops_fn, output_dir=output_dir,
+                           space=space)
+
+
+def run_search_many(config: NSGA2Config, evaluate_many: Callable[[list[str]], Iterable[Outcome]], *,
+                    params_fn: Callable[[Architecture], float] | None = None,
+                    flops_fn: Callable[[Architecture], float] | None = None,
+                    output_dir: str | os.PathLike | None = None, space: SpaceConfig | None = None,
+                    metrics_log: bool = False, concurrency: int = 1, **meta: Any) -> NSGA2Search:
+    """:func:`run_search` over an evaluator of whole generations (e.g. :class:`strategies.pool.EvaluatorPool`).
+
+    ``evaluate_many(keys)`` evaluates a generation's proposals in any order and yields one
+    :data:`Outcome` per key as each ends. A generation's proposals are drawn when it starts, so
+    the order in which results arrive does not change the search: for a deterministic evaluator
+    the front is the serial one's (and the NNI tuner's). ``metrics_log``: also append every
+    evaluation's whole metric dict to ``evaluations.jsonl`` in ``output_dir``. ``concurrency``:
+    evaluations run at once (sets the default ``fail_fast_trials`` as the tuner's trialConcurrency
+    does). ``meta`` goes into ``front.json``.
+    """
+    search = NSGA2Search(config, params_fn, flops_fn=flops_fn)
+    out = Path(output_dir) if output_dir is not None else None
+    log = None
+    if out is not None and metrics_log:
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / METRICS_LOG, "w")  # noqa: SIM115 -- kept open for the whole search
+    first_failure = None
+    try:
+        while not search.finished:
+            generation = search.generation
+            for key, outcome, prov in evaluate_many(search.pending()):
+                provenance = {"trial_id": f"eval-{search.evaluations}", **prov}
+                if isinstance(outcome, TrialFailed):
+                    _logger.info("evaluation of %s failed: %s", key, outcome)
+                    first_failure = first_failure or f"{key}: {outcome}"
+                    advanced = search.tell_failure(key)
+                    if not search.results and 0 < config.fail_fast(concurrency) <= len(search.failed):
+                        raise SearchFailed(f"the first {len(search.failed)} evaluations all failed (fail_fast_trials "
+                                           f"{config.fail_fast(concurrency)}); the first: {first_failure}") from None
+                else:
+                    advanced = search.tell(key, extract_objectives(outcome, config.objectives), provenance)
+                if log is not None:
+                    record = {"key": key, "generation": generation, **provenance}
+                    record.update({"failed": str(outcome)} if isinstance(outcome, TrialFailed)
+                                  else {"metrics": dict(outcome)})
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if out is not None:
+                    atomic_write_text(out / STATE_FILE, json.dumps(search.to_state()) + "\n")
+                    if advanced:
+                        write_outputs(search, out, space, **meta)
+    finally:
+        if log is not None:
+            log.close()
     return search
 
 
