@@ -136,7 +136,8 @@ def test_retrain_presets_run_autoattack():
         assert grid.autoattack and grid.autoattack_examples is None and grid.examples is None  # all of the test split
         assert grid.autoattack_version == "standard" and grid.autoattack_steps == 100
     quick = load_config(ROOT / "configs" / "retrain" / "fashion_mnist_quick.yml", RetrainConfig).test_grid()
-    assert quick.autoattack and quick.autoattack_examples == 200 <= quick.examples
+    assert quick.autoattack and quick.autoattack_examples == 100 <= quick.examples
+    assert quick.autoattack_queries == 500
 
 
 def test_report_results_carry_the_autoattack_epsilon(tmp_path):
