@@ -3,7 +3,7 @@
 Clean accuracy, then white-box L∞ PGD (torchattacks' ``PGD``, random start)
 for every ε in a list × every number of steps in a list -- paper:
 ε ∈ {2, 4, 6, 8}/255 × steps ∈ {10, 30, 50} -- and optionally torchattacks'
-AutoAttack as the stronger check. Results are plain JSON-able dicts with
+AutoAttack (:func:`autoattack_cascade`) as the stronger check. Results are plain JSON-able dicts with
 numbers (accuracies as fractions in [0, 1]); :func:`robustness_table` renders
 one or more of them in the paper's column layout (accuracies in %).
 
@@ -18,7 +18,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -36,9 +36,12 @@ __all__ = [
     "PAPER_EPSILONS",
     "PAPER_STEPS",
     "EvaluationConfig",
+    "autoattack_attacks",
+    "autoattack_cascade",
     "epsilon_label",
     "evaluate_robustness",
     "robustness_table",
+    "worst_case_correct",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,7 +79,15 @@ class EvaluationConfig:
     autoattack_epsilon : float, optional
         Default: the largest of ``epsilons``.
     autoattack_version : {"standard", "plus", "rand"}
-        torchattacks' AutoAttack version.
+        torchattacks' AutoAttack version; ``standard`` (torchattacks 3.5.1) runs APGD-CE, APGD-T
+        (9 target classes), FAB-T (9 targets) and Square (5000 queries), one restart each.
+    autoattack_examples : int, optional
+        AutoAttack on the first N evaluated images only (a fixed subset; None: all of them).
+    autoattack_steps : int, optional
+        Iterations of APGD-CE, APGD-T and FAB-T; None: torchattacks' default (10). Croce & Hein's
+        reference AutoAttack runs 100 (the full-scale presets' value).
+    autoattack_queries : int, optional
+        Square's query budget; None: torchattacks' 5000 (the reference's).
     seed : int, optional
         Seeds the random starts (the global RNG is restored afterwards); None: the run's seed (0
         for a bare :func:`evaluate_robustness`).
@@ -97,6 +108,9 @@ class EvaluationConfig:
     autoattack: bool = False
     autoattack_epsilon: float | None = None
     autoattack_version: str = "standard"
+    autoattack_examples: int | None = None
+    autoattack_steps: int | None = None
+    autoattack_queries: int | None = None
     seed: int | None = None
     examples: int | None = None
     max_batches: int | None = None
@@ -125,7 +139,8 @@ class EvaluationConfig:
             raise ValueError(
                 f"evaluation.autoattack_version must be one of {_AUTOATTACK_VERSIONS}, got {self.autoattack_version!r}"
             )
-        for name, minimum in (("examples", 1), ("max_batches", 1), ("batch_size", 1), ("bn_batches", 0)):
+        for name, minimum in (("examples", 1), ("max_batches", 1), ("batch_size", 1), ("bn_batches", 0),
+                              ("autoattack_examples", 1), ("autoattack_steps", 1), ("autoattack_queries", 1)):
             _check_count(name, getattr(self, name), minimum)
 
     @classmethod
@@ -185,13 +200,84 @@ def _count_correct(model: nn.Module, attack: torchattacks.attack.Attack, x: Tens
         return int((model(x_adv).argmax(1) == y).sum())
 
 
+# torchattacks' names of AutoAttack's attacks, as in Croce & Hein's reports.
+def _attack_name(attack: torchattacks.attack.Attack) -> str:
+    kind = type(attack).__name__
+    if kind == "APGD":
+        return f"apgd-{attack.loss}"
+    if kind == "APGDT":
+        return "apgd-t"
+    if kind == "FAB":
+        return "fab-t" if attack.multi_targeted else "fab"
+    return kind.lower()
+
+
+def autoattack_attacks(model: nn.Module, config: EvaluationConfig, epsilon: float,
+                       num_classes: int) -> list[tuple[str, torchattacks.attack.Attack]]:
+    """The attacks of torchattacks' ``AutoAttack(version=config.autoattack_version)``, named, in its order.
+
+    ``autoattack_steps`` and ``autoattack_queries`` override the iterations (APGD, APGD-T, FAB)
+    and Square's queries where set.
+    """
+    aa = torchattacks.AutoAttack(model, norm="Linf", eps=epsilon, version=config.autoattack_version,
+                                 n_classes=num_classes, seed=config.seed or 0)
+    inner = getattr(getattr(aa, "_autoattack", None), "attacks", None)
+    if not inner:  # its MultiAttack is what we run attack by attack, to keep the per-attack record
+        raise RuntimeError(f"torchattacks {torchattacks.__version__}: AutoAttack has no attack list "
+                           "(_autoattack.attacks); the code expects torchattacks 3.5.x")
+    for attack in inner:
+        if config.autoattack_steps is not None and hasattr(attack, "steps"):
+            attack.steps = config.autoattack_steps
+        if config.autoattack_queries is not None and hasattr(attack, "n_queries"):
+            attack.n_queries = config.autoattack_queries
+    return [(_attack_name(a), a) for a in inner]
+
+
+def worst_case_correct(clean: Tensor, per_attack: Sequence[Tensor]) -> Tensor:
+    """Per image: correctly classified clean **and** under every attack (the robust images).
+
+    ``clean`` and each of ``per_attack`` are boolean masks over the same images; an image an
+    attack did not run on (already broken) is True in that attack's mask. δ = 0 is in the ε-ball,
+    so a misclassified clean image is never robust: the result never exceeds clean accuracy.
+    """
+    robust = clean.clone().bool()
+    for mask in per_attack:
+        if mask.shape != robust.shape:
+            raise ValueError(f"worst_case_correct: mask of shape {tuple(mask.shape)} for {tuple(robust.shape)} images")
+        robust &= mask.bool()
+    return robust
+
+
+def autoattack_cascade(model: nn.Module, attacks: Sequence[tuple[str, torchattacks.attack.Attack]],
+                       x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """AutoAttack's evaluation: each attack on the images still robust, in order (as torchattacks'
+    MultiAttack does); returns (robust mask, robust mask after each attack by name)."""
+    with torch.no_grad():
+        robust = model(x).argmax(1) == y
+    after: dict[str, Tensor] = {}
+    for name, attack in attacks:
+        index = robust.nonzero().flatten()
+        mask = torch.ones_like(robust)
+        if index.numel():
+            with torch.enable_grad():
+                x_adv = attack(x[index], y[index])
+            with torch.no_grad():
+                mask[index] = model(x_adv).argmax(1) == y[index]
+        robust = worst_case_correct(robust, [mask])
+        after[name] = robust.clone()
+    return robust, after
+
+
 @dataclass
 class _Counts:
-    """Correct predictions so far: clean, per (ε, steps) of the grid, AutoAttack; and images seen."""
+    """Correct predictions so far: clean, per (ε, steps) of the grid, AutoAttack (and after each of
+    its attacks); and images seen (by AutoAttack)."""
 
     pgd: list[int]
     clean: int = 0
     autoattack: int = 0
+    autoattack_after: dict[str, int] = field(default_factory=dict)
+    autoattack_total: int = 0
     total: int = 0
 
 
@@ -205,11 +291,17 @@ def _count_batch(model: nn.Module, x: Tensor, y: Tensor, config: EvaluationConfi
     for k, (eps, steps) in enumerate(grid):
         attack = torchattacks.PGD(model, eps=eps, alpha=config.step_size_ratio * eps, steps=steps, random_start=True)
         counts.pgd[k] += _count_correct(model, attack, x, y)
-    if config.autoattack:
+    take = y.numel()
+    if config.autoattack_examples is not None:
+        take = max(0, min(take, config.autoattack_examples - counts.autoattack_total))
+    if config.autoattack and take:
         n_classes = num_classes if num_classes is not None else logits.shape[1]
-        attack = torchattacks.AutoAttack(model, norm="Linf", eps=aa_eps, version=config.autoattack_version,
-                                         n_classes=n_classes, seed=config.seed or 0)
-        counts.autoattack += _count_correct(model, attack, x, y)
+        attacks = autoattack_attacks(model, config, aa_eps, n_classes)
+        robust, after = autoattack_cascade(model, attacks, x[:take], y[:take])
+        counts.autoattack += int(robust.sum())
+        counts.autoattack_total += take
+        for name, mask in after.items():
+            counts.autoattack_after[name] = counts.autoattack_after.get(name, 0) + int(mask.sum())
 
 
 def _result(model: nn.Module, config: EvaluationConfig, grid: list[tuple[float, int]], counts: _Counts,
@@ -230,7 +322,10 @@ def _result(model: nn.Module, config: EvaluationConfig, grid: list[tuple[float, 
             for k, (eps, steps) in enumerate(grid)
         ],
         "autoattack": (
-            {"epsilon": aa_eps, "version": config.autoattack_version, "acc": counts.autoattack / total}
+            {"epsilon": aa_eps, "epsilon_label": epsilon_label(aa_eps), "version": config.autoattack_version,
+             "acc": counts.autoattack / counts.autoattack_total, "num_examples": counts.autoattack_total,
+             # robust accuracy after each attack of the cascade (the last one is acc)
+             "after": {name: n / counts.autoattack_total for name, n in counts.autoattack_after.items()}}
             if config.autoattack
             else None
         ),
@@ -270,8 +365,11 @@ def evaluate_robustness(
     dict
         ``{"num_examples": int, "params": int, "clean_acc": float,
         "pgd": [{"epsilon", "epsilon_label", "steps", "step_size", "acc"}, ...],
-        "autoattack": {"epsilon", "version", "acc"} or None, "config": {...}}``,
-        accuracies as fractions in [0, 1].
+        "autoattack": {"epsilon", "epsilon_label", "version", "acc", "num_examples", "after"} or None,
+        "config": {...}}``, accuracies as fractions in [0, 1]. AutoAttack's ``acc`` is the
+        per-image worst case over its attacks (:func:`worst_case_correct`) on its
+        ``num_examples`` images (the first ``autoattack_examples``); ``after`` the robust
+        accuracy after each attack of the cascade.
     """
     config = config or EvaluationConfig(epsilons=PAPER_EPSILONS)
     if config.epsilons is None:
@@ -314,4 +412,8 @@ def evaluate_robustness(
         result["clean_acc"],
         ", ".join(f"PGD{r['steps']}@{r['epsilon_label']} {r['acc']:.4f}" for r in result["pgd"]),
     )
+    if result["autoattack"]:
+        aa = result["autoattack"]
+        logger.info("AutoAttack (%s) @%s on %d examples: %.4f (after %s)", aa["version"], aa["epsilon_label"],
+                    aa["num_examples"], aa["acc"], ", ".join(f"{k} {v:.4f}" for k, v in aa["after"].items()))
     return result

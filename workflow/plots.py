@@ -276,3 +276,40 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RankPoint:
+    """One retrained architecture in one panel of the ranking figure (accuracies in %)."""
+
+    series: str  # the retrain set
+    label: str
+    search: float  # the search's score (inherited weights, validation split)
+    retrain: float  # after retraining (test split)
+    colour: str
+
+
+def ranking_figure(panels: Sequence[tuple[str, Sequence[RankPoint]]]) -> Figure:
+    """Search score vs retrain score, one panel per objective (title: objective and Kendall τ).
+
+    One scatter collection per (panel, series) with gid ``rank:<panel index>:<series>``; its
+    offsets are ``(search, retrain)`` in the points' order. Each point is labelled.
+    """
+    fig = Figure(figsize=(4.6 * max(1, len(panels)), 4.2), layout="constrained")
+    for k, (title, points) in enumerate(panels):
+        ax = fig.add_subplot(1, max(1, len(panels)), k + 1)
+        for series in dict.fromkeys(p.series for p in points):
+            pts = [p for p in points if p.series == series]
+            sc = ax.scatter([p.search for p in pts], [p.retrain for p in pts], c=pts[0].colour, s=36,
+                            label=series, edgecolors="black", linewidths=0.4)
+            sc.set_gid(f"rank:{k}:{series}")
+            for p in pts:
+                ax.annotate(short_label(p.label), (p.search, p.retrain), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel("search score (supernet weights, validation) %")
+        ax.set_ylabel("after retraining (test) %")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        if k == 0 and points:
+            ax.legend(fontsize=7, loc="best")
+    return fig

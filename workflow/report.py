@@ -27,6 +27,9 @@ in it as CSV/JSON in the same folder:
 ``results.csv``             every retrained architecture (size, clean, PGD grid);
                             ``best.csv`` one row per retrain set (supernet regime)
 ``legonet_vs_best.csv``     Table XI: the LegoNet against the best retrained front architecture
+``ranking.csv``             Kendall τ per retrain set and objective between the search's score
+                            and the retrain's (``ranking_points.csv``: the pairs); ``ranking.png``
+                            the scatter plot, search score vs retrain score per objective
 ``report.json``             summary numbers and the list of files
 ==========================  ==================================================================
 
@@ -118,7 +121,7 @@ def write_report(search: SearchRun, retrains: Sequence[RetrainResult], out: str 
     b = _Build(search, retrains, rep, stats, lego_arch, retrain_sets(retrains), labels)
     _intro(b)
     for section in (_architectures, _fronts, _pairwise, _hypervolume, _scratch_vs_finetune, _statistics, _results,
-                    _legonet_vs_best):
+                    _ranking, _legonet_vs_best):
         section(b)
     _finish(b)
     logger.info("report of %s written to %s (%d files)", search.name, out, len(rep.files))
@@ -355,6 +358,70 @@ def _results(b: _Build) -> None:
     b.md.append(robustness_table([(_row_name(b, r.set_name, r), r.evaluation()) for r in every], notation="plain"))
 
 
+# The search's objectives a retrain also measures (params are the same number on both sides).
+RANKED_OBJECTIVES = {"adv_acc": "adversarial accuracy", "clean_acc": "clean accuracy"}
+RANKING_COLUMNS = ("set", "objective", "n", "kendall_tau", "p_value", "note")
+
+
+def kendall_tau(search: Sequence[float], retrain: Sequence[float]) -> tuple[float | None, float | None, str]:
+    """(τ-b, two-sided p, note) of scipy.stats.kendalltau; τ None when it is undefined (n < 2, constant
+    scores); the note says when n < 3 (τ is then ±1 whatever the supernet does)."""
+    from scipy.stats import kendalltau
+
+    n = len(search)
+    if n < 2:
+        return None, None, f"n = {n}: τ undefined"
+    res = kendalltau(search, retrain)
+    tau, p = float(res.statistic), float(res.pvalue)
+    if not np.isfinite(tau):
+        return None, None, "constant scores: τ undefined"
+    note = "n < 3: τ is ±1 by construction, not evidence" if n < 3 else ""
+    return tau, (p if np.isfinite(p) else None), note
+
+
+def _ranking(b: _Build) -> None:
+    """Kendall τ per objective between the search's scores and the retrain's, and the scatter plot."""
+    names = [o.name for o in b.search.objectives if o.name in RANKED_OBJECTIVES]
+    scores = {a.key: a.objectives for a in list(b.search.evaluated) + list(b.search.front)}
+    colours = plots.series_colours([(name, rs[0].init) for name, rs in b.sets.items()])
+    rows, points, panels = [], [], []
+    for objective in names:
+        panel = []
+        for set_name, rs in b.sets.items():
+            pairs = [(r, float(scores[r.architecture][objective]), getattr(r, objective)) for r in rs
+                     if objective in scores.get(r.architecture, {}) and getattr(r, objective) is not None]
+            if not pairs:
+                continue
+            tau, p, note = kendall_tau([s for _, s, _ in pairs], [t for _, _, t in pairs])
+            rows.append({"set": set_name, "objective": objective, "n": len(pairs), "kendall_tau": tau,
+                         "p_value": p, "note": note})
+            for r, search_score, retrain_score in pairs:
+                points.append({"set": set_name, "objective": objective, "label": b.labels[r.architecture],
+                               "architecture": r.architecture, "search": search_score, "retrain": retrain_score})
+                panel.append(plots.RankPoint(set_name, b.labels[r.architecture], 100 * search_score,
+                                             100 * retrain_score, colours[set_name]))
+        taus = "\n".join(f"{row['set']} τ = {row['kendall_tau']:.2f}" if row["kendall_tau"] is not None
+                         else f"{row['set']} τ –" for row in rows if row["objective"] == objective)
+        if panel:
+            panels.append((f"{RANKED_OBJECTIVES[objective]}\n{taus}", panel))
+    b.rep.summary["ranking"] = rows
+    if not rows:
+        return
+    b.csv("ranking.csv", rows, RANKING_COLUMNS)
+    b.csv("ranking_points.csv", points)
+    b.figure("ranking", plots.ranking_figure(panels))
+    b.md.append("## Does the search rank architectures as retraining does?\n")
+    b.md.append("Kendall τ (τ-b, scipy) per retrain set and objective between the search's score (weights "
+                "inherited from the supernet, validation split) and the retrained model's (test split), over "
+                "the retrained architectures the search evaluated: 1 = the same order, 0 = unrelated. With "
+                "a handful of architectures τ is coarse; the ranking benchmark (BENCHMARKS.md) measures it "
+                "on more. Pairs in [ranking_points.csv](ranking_points.csv).\n")
+    b.md.append(md_table(["Retrain set", "Objective", "n", "Kendall τ", "p", "Note"],
+                         [[r["set"], r["objective"], r["n"], "–" if r["kendall_tau"] is None else f"{r['kendall_tau']:.3f}",
+                           "–" if r["p_value"] is None else f"{r['p_value']:.3g}", r["note"] or "–"] for r in rows]))
+    b.md.append("![search score vs retrain score](ranking.png)\n")
+
+
 def _difference_row(name: str, lego_r: RetrainResult, best: RetrainResult) -> dict[str, Any]:
     lm, bm = lego_r.metrics(), best.metrics()
     adv = (100.0 * (lego_r.adv_acc - best.adv_acc)
@@ -413,6 +480,7 @@ def _finish(b: _Build) -> None:
         "retrain_sets": {name: {"init": rs[0].init, "architectures": len(rs),
                                 "best": best_result(rs).architecture} for name, rs in b.sets.items()},
         "scratch_vs_finetune": rep.summary.get("scratch_vs_finetune", []),
+        "ranking": rep.summary.get("ranking", []),
     }
     rep.files += ["report.md", "report.json"]
     atomic_write_text(rep.out / "report.json", json.dumps({**rep.summary, "files": rep.files}, indent=2) + "\n")

@@ -64,6 +64,7 @@ class RetrainResult:
     sources: tuple[str, ...] = ()
     seed: int | None = None  # None: a mean over several seeds
     num_examples: int | None = None  # test images (None: not recorded, or differs between runs)
+    autoattack_epsilon: float | None = None  # None: not recorded (then the grid's largest ε)
 
     @property
     def set_name(self) -> str:
@@ -81,7 +82,8 @@ class RetrainResult:
         """The shape :func:`trainers.tables.robustness_table` renders."""
         return {"params": self.params, "clean_acc": self.clean_acc, "num_examples": self.num_examples,
                 "pgd": [{"steps": s, "epsilon": e, "epsilon_label": lab, "acc": a} for s, e, lab, a in self.pgd],
-                "autoattack": ({"epsilon": max((e for _, e, _, _ in self.pgd), default=0.0),
+                "autoattack": ({"epsilon": self.autoattack_epsilon if self.autoattack_epsilon is not None
+                                else max((e for _, e, _, _ in self.pgd), default=0.0),
                                 "acc": self.autoattack} if self.autoattack is not None else None)}
 
 
@@ -149,7 +151,9 @@ def read_result(path: str | os.PathLike, set_label: str) -> RetrainResult:
         adv_acc=_number(r, "adv_acc", str(path), optional=True), pgd=tuple(sorted(pgd)),
         autoattack=_number(aa, "acc", f"{path}.test.autoattack") if isinstance(aa, Mapping) else None,
         sources=(str(path.parent),), seed=None if seed is None else int(seed),
-        num_examples=None if examples is None else int(examples))
+        num_examples=None if examples is None else int(examples),
+        autoattack_epsilon=_number(aa, "epsilon", f"{path}.test.autoattack", optional=True)
+        if isinstance(aa, Mapping) else None)
 
 
 def result_files(source: str | os.PathLike, what: str = "--retrain") -> tuple[Path, list[Path]]:
@@ -207,7 +211,7 @@ def aggregate(results: Sequence[RetrainResult]) -> list[RetrainResult]:
                                  float(np.mean(advs)) if advs else None, pgd,
                                  _mean_or_none([r.autoattack for r in rs]), len(rs),
                                  tuple(s for r in rs for s in r.sources), None,
-                                 examples.pop() if len(examples) == 1 else None))
+                                 examples.pop() if len(examples) == 1 else None, rs[0].autoattack_epsilon))
         logger.info("%s (%s): %s averaged over %d runs", label, init, key, len(rs))
     return out
 
