@@ -248,8 +248,12 @@ def _export(model: torch.nn.Module, out: Path) -> None:
 
 
 def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLike, *,
-            report_intermediate: Any = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+            report_intermediate: Any = None, progress: bool = True, overwrite: bool = False,
+            report_final: Any = None) -> dict[str, Any]:
     """Train ``arch`` as configured, evaluate it on the test split and write the outputs.
+
+    ``report_final(result)`` (inside NNI: the final result) is called before ``result.json`` is
+    written, so a trial that then cannot write its output has still reported its result.
 
     Everything that can fail early (the directory, the device, the data, the checkpoint and its
     fit) is checked before the first file is written; a directory holding a finished retrain is
@@ -279,11 +283,12 @@ def retrain(arch: Architecture, config: RetrainConfig, out_dir: str | os.PathLik
         run_dir.check(overwrite=overwrite)  # again: another run may have finished meanwhile
         run_dir.clear()
         return _run(arch, config, out, model.to(device), splits, device, started,
-                    report_intermediate=report_intermediate, progress=progress)
+                    report_intermediate=report_intermediate, progress=progress, report_final=report_final)
 
 
 def _run(arch: Architecture, config: RetrainConfig, out: Path, model: torch.nn.Module, splits: Any,
-         device: torch.device, started: float, *, report_intermediate: Any, progress: bool) -> dict[str, Any]:
+         device: torch.device, started: float, *, report_intermediate: Any, progress: bool,
+         report_final: Any = None) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
     from trainers.data import make_loader
@@ -321,6 +326,8 @@ def _run(arch: Architecture, config: RetrainConfig, out: Path, model: torch.nn.M
         "test": test,
         "history": history,
     }
+    if report_final is not None:
+        report_final(result)
     atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
     logger.info("retrained %s: clean %.4f adv %.4f (test), outputs in %s", arch.key, result["clean_acc"],
                 result["adv_acc"] or float("nan"), out)
@@ -328,6 +335,13 @@ def _run(arch: Architecture, config: RetrainConfig, out: Path, model: torch.nn.M
 
 
 # --------------------------------------------------------------------------- NNI glue
+
+
+def _report_final(result: dict[str, Any]) -> None:
+    import nni
+
+    nni.report_final_result({"default": result["adv_acc"], "clean_acc": result["clean_acc"],
+                             "adv_acc": result["adv_acc"], "params": result["params"]})
 def retrain_search_space(front_path: str | os.PathLike, top: int | None = None) -> dict[str, Any]:
     """The retrain experiment's search space: one choice ``arch`` over the front's keys (in file order)."""
     archs, _, _ = load_front(front_path)
@@ -402,13 +416,8 @@ def run(args: argparse.Namespace) -> int:
                 out = args.out or default_out(arch, config)
             else:
                 raise ArchitectureError("--arch is required outside an NNI trial")
-            result = retrain(arch, config, out, report_intermediate=report, progress=report is None,
-                             overwrite=args.overwrite)
-            if report is not None:
-                import nni
-
-                nni.report_final_result({"default": result["adv_acc"], "clean_acc": result["clean_acc"],
-                                         "adv_acc": result["adv_acc"], "params": result["params"]})
+            retrain(arch, config, out, report_intermediate=report, progress=report is None, overwrite=args.overwrite,
+                    report_final=_report_final if report is not None else None)
     except (ArchitectureError, ConfigError, RunDirectoryError, OSError, ValueError) as e:
         return usage_error(e)
     return 0
