@@ -28,7 +28,7 @@ def test_synthetic_cifar10_has_torchvision_layout(tmp_path):
     x, y = splits.test[0]
     assert x.shape == (3, 32, 32) and 0 <= int(y) < 10 and 0 <= float(x.min()) <= float(x.max()) <= 1
     # outside the context the real data set's MD5 check applies again
-    with pytest.raises(OSError, match="cifar10 not found"):
+    with pytest.raises(OSError, match="MD5 sums are not the real data set"):
         get_splits("cifar10", root, val_size=10)
 
 

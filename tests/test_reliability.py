@@ -331,6 +331,7 @@ def test_concurrent_runs_kill_9_and_resume(tmp_path, data_root):
         assert second.returncode == 2, second.stderr
         assert f"in use by another run (pid {first.pid}" in second.stderr.strip().splitlines()[-1]
         log = out / "architectures.rank0.jsonl"
+        deadline = time.time() + 240  # a loaded machine: wait for epoch 2 itself, not what is left of the first wait
         while time.time() < deadline and not _started(log, step=2):
             time.sleep(0.2)  # epoch 2 has begun: epoch 1 is checkpointed and its metrics flushed
         first.send_signal(signal.SIGKILL)

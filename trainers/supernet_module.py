@@ -205,13 +205,14 @@ class SupernetModule(pl.LightningModule):
             self._log_epoch(record)
         if self.log_dir is not None:
             ckpt_dir = self.log_dir / "checkpoints"
+            # the kept epoch first, last.ckpt last: a crash between them resumes the epoch before and writes both
+            every = self.config.keep_checkpoint_every
+            if every and (self.current_epoch + 1) % every == 0:
+                self.trainer.save_checkpoint(ckpt_dir / f"epoch{self.current_epoch + 1:04d}.ckpt", weights_only=False)
             self.trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, weights_only=False)  # full state: exact resume
             if self.global_rank == 0:  # the record the search and the retrain read (search_space.record)
                 write_record(self.config, ckpt_dir / LAST_CHECKPOINT, epochs_trained=self.current_epoch + 1,
                              global_step=self.global_step)
-            every = self.config.keep_checkpoint_every
-            if every and (self.current_epoch + 1) % every == 0:
-                self.trainer.save_checkpoint(ckpt_dir / f"epoch{self.current_epoch + 1:04d}.ckpt", weights_only=False)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
         total, steps = self._epoch_loss
