@@ -8,10 +8,12 @@ dotted field of a problem (docs/architecture.md §4).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -171,3 +173,16 @@ def _parse_objectives(objs_raw: Any, where: str) -> list[Objective]:
             raise ArchitectureError(f"{ow}.direction: {direction!r} is not 'max' or 'min'")
         objectives.append(Objective(name, direction))
     return objectives
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed): one holder at a time on this machine."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

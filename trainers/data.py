@@ -25,15 +25,13 @@ error line naming the ``fetch`` command above with the data set and the root.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
 from search_space.datasets import DATASET_NAMES, dataset_spec
+from search_space.files import file_lock
 from trainers.cli import ArgumentParser, setup_logging
 from trainers.config import default_root
 
@@ -154,18 +153,6 @@ def is_present(name: str, root: str | os.PathLike) -> bool:
     return all((Path(root) / f).is_file() for f in _READERS[dataset_spec(name).name].files)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed): one holder at a time on this machine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def fetch(name: str, root: str | os.PathLike, downloader: Callable[[Path], None] | None = None) -> Path:
     """Put data set ``name`` under ``root`` unless it is there; one fetcher at a time.
 
@@ -178,7 +165,7 @@ def fetch(name: str, root: str | os.PathLike, downloader: Callable[[Path], None]
     if is_present(name, root):
         logger.info("%s already in %s", name, root)
         return root
-    with _file_lock(root / f".fetch-{name}.lock"):
+    with file_lock(root / f".fetch-{name}.lock"):
         if not is_present(name, root):
             logger.info("fetching %s into %s", name, root)
             (downloader or reader.download)(root)

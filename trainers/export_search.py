@@ -26,21 +26,18 @@ inside the functions that *write*; :mod:`search_space.subnet_weights` reads with
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from search_space.files import atomic_write_text
+from search_space.files import atomic_write_text, file_lock
 from search_space.subnet_weights import (
     EXPORT_DIR,
     EXPORT_FORMAT,
@@ -61,18 +58,6 @@ def _save(obj: Any, path: Path) -> None:
     from trainers.checkpoint import atomic_torch_save
 
     atomic_torch_save(obj, path)
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` (trials starting together: one writes, the others wait and reuse it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _shards(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[tuple[int, int], dict]]:
@@ -208,7 +193,7 @@ def ensure_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None =
     out = Path(out) if out is not None else export_dir_for(checkpoint)
     if export_is_current(out, checkpoint):
         return out
-    with _lock(out.with_name(f".{out.name}.lock")):
+    with file_lock(out.with_name(f".{out.name}.lock")):
         if not export_is_current(out, checkpoint):
             logger.info("%s: writing its search export %s (once)", checkpoint, out)
             export_search(checkpoint, out)
@@ -258,7 +243,7 @@ def ensure_trial_data(export: str | os.PathLike, key: TrialDataKey, root: str | 
     if path.is_file():
         return path
     export = Path(export)
-    with _lock(export.with_name(f".{export.name}.lock")):
+    with file_lock(export.with_name(f".{export.name}.lock")):
         if not path.is_file():
             write_trial_data(export, key, root)
     return path
