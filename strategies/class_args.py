@@ -90,33 +90,32 @@ class NSGA2ClassArgsValidator(ClassArgsValidator):
         parse_class_args(kwargs)
 
 
+def _check_range(name: str, bounds: tuple[float, float] | None, table: Any, config: NSGA2Config,
+                 space: SpaceConfig, unit: str) -> None:
+    """``ValueError`` if ``bounds`` reach no architecture of the searched space (exact from ``table``)."""
+    if bounds is None:
+        return
+    lo, hi = table(space).interval(config.ratios, config.blocks)
+    low, high = bounds
+    if high < lo or low > hi:
+        subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
+        raise ValueError(f"{name}: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
+                         f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} {unit}")
+
+
 def check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:
     """``ValueError`` if ``config.param_range`` reaches no architecture of the searched space
     (exact bounds from the parameter table; the repair could never succeed)."""
-    if config.param_range is None:
-        return
     from search_space.params import param_table  # lazy: only a param_range needs the table
 
-    lo, hi = param_table(space).interval(config.ratios, config.blocks)
-    low, high = config.param_range
-    if high < lo or low > hi:
-        subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
-        raise ValueError(f"param_range: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
-                         f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} parameters")
+    _check_range("param_range", config.param_range, param_table, config, space, "parameters")
 
 
 def check_flops_range(config: NSGA2Config, space: SpaceConfig) -> None:
     """:func:`check_param_range` for ``config.flops_range`` (exact bounds from the FLOPs table)."""
-    if config.flops_range is None:
-        return
     from search_space.flops import flop_table
 
-    lo, hi = flop_table(space).interval(config.ratios, config.blocks)
-    low, high = config.flops_range
-    if high < lo or low > hi:
-        subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
-        raise ValueError(f"flops_range: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
-                         f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} FLOPs")
+    _check_range("flops_range", config.flops_range, flop_table, config, space, "FLOPs")
 
 
 def table_flops_fn(space: SpaceConfig) -> Callable[[Architecture], float]:
