@@ -45,7 +45,7 @@ def _trial_flags(config: dict[str, Any]) -> dict[str, str]:
 
 
 def run_nnictl(supernet: Path, work: Path, class_args: dict[str, Any], workers: int,
-               template: Path, timeout: float) -> dict[str, Any]:
+               template: Path, timeout: float, whole_checkpoint: bool = False) -> dict[str, Any]:
     """The nnictl search of ``template`` on ``supernet`` with ``class_args``; wall time and its front file."""
     import yaml
 
@@ -55,6 +55,8 @@ def run_nnictl(supernet: Path, work: Path, class_args: dict[str, Any], workers: 
     budget = class_args["population_size"] + class_args["generations"] * class_args["offspring_size"]
     ckpt = supernet_checkpoint(supernet)
     command = nnictl.trial_command(base["trialCommand"], sys.executable, {"--checkpoint": str(ckpt.resolve())})
+    if whole_checkpoint:  # the trial as it was before the search export: load the whole one-shot checkpoint
+        command += " --from-checkpoint"
     cfg = nnictl.resolve_config(template, work / "search.yml", working_dir=work / "nni", overrides={
         "trialCommand": command, "trialConcurrency": workers, "maxTrialNumber": budget,
         "tuner.classArgs": {**base["tuner"]["classArgs"], **class_args, "supernet": str(supernet.resolve())}})
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", type=Path, default=REPO / "nni_configs" / "search.cpu.yml")
     p.add_argument("--timeout", type=float, default=3600, help="nnictl search time limit in seconds")
+    p.add_argument("--whole-checkpoint", action="store_true",
+                   help="also run the nnictl search with the older trial (--from-checkpoint): the search "
+                        "stage before and after the search export, side by side")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import yaml
@@ -129,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         pool = run_pool(args.supernet, work / "pool", class_args, args.workers, flags)
         nni = run_nnictl(args.supernet, work / "nnictl", class_args, args.workers, args.config, args.timeout)
+        whole = (run_nnictl(args.supernet, work / "nnictl_whole", class_args, args.workers, args.config,
+                            args.timeout, whole_checkpoint=True) if args.whole_checkpoint else None)
         same = _front(pool["front"]) == _front(nni["front"])
+        if whole is not None:
+            same = same and _front(whole["front"]) == _front(nni["front"])
         same_history = pool["history"].read_text() == nni["history"].read_text()
         front_size = len(_front(pool["front"]))
     load_after = os.getloadavg()
@@ -143,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         "front_size": front_size, "load_before": load, "load_after": load_after, "pool_command": pool["command"],
         "pool_summary": pool["summary"],
     }
+    if whole is not None:
+        report.update(nnictl_whole_status=whole["status"], nnictl_whole_seconds=whole["seconds"],
+                      nnictl_whole_per_minute=whole["evaluations"] / (whole["seconds"] / 60),
+                      lean_over_whole=nni["seconds"] / whole["seconds"],
+                      pool_over_whole=report["pool_per_minute"] / (whole["evaluations"] / (whole["seconds"] / 60)))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -151,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| search | wall s | evaluations / min |\n|---|---|---|")
         print(f"| in-process pool | {pool['seconds']:.1f} | {rate['pool']:.2f} |")
         print(f"| nnictl ({nni['status']}) | {nni['seconds']:.1f} | {rate['nnictl']:.2f} |")
+        if whole is not None:
+            print(f"| nnictl, whole-checkpoint trials ({whole['status']}) | {whole['seconds']:.1f} | "
+                  f"{report['nnictl_whole_per_minute']:.2f} |")
+            print(f"\nsearch stage, lean / whole-checkpoint trials: {report['lean_over_whole']:.2f}x the wall time; "
+                  f"in-process vs whole-checkpoint nnictl: {report['pool_over_whole']:.2f}x the evaluations per minute")
         print(f"\nratio {report['ratio']:.2f}x; same front: {same} ({front_size} architectures); "
               f"same history.csv: {same_history}")
     return 0 if same else 1
