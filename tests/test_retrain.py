@@ -22,7 +22,7 @@ def test_presets_validate_and_give_a_test_grid(path):
     grid = cfg.test_grid()
     assert grid.epsilons and grid.seed == cfg.seed
     if path.stem == "fashion_mnist_quick":
-        assert grid.epsilons == (0.05, 0.1) and grid.steps == (10,) and grid.examples == 256
+        assert grid.epsilons == (0.05, 0.1) and grid.steps == (10,) and grid.examples == 1000
         assert grid.batch_size == 128
     elif path.stem == "ranking_quick":  # the ranking benchmark's: one attack, as the search trial's
         assert grid.epsilons == (0.1,) and grid.steps == (10,) and cfg.start == "scratch"

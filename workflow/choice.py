@@ -1,8 +1,9 @@
 """Which front architectures to retrain, and what to call them in every table and figure.
 
 A search's front trades adversarial accuracy, clean accuracy and size off against each other;
-``make demo`` retrains one architecture per *role*: the best under attack, the best clean and
-the smallest (an architecture that holds several roles is retrained once), plus the LegoNet.
+``workflow lego --pick`` chooses one architecture per *role*: the best under attack, the best
+clean and the smallest (an architecture that holds several roles is retrained once), plus the
+LegoNet; ``make demo`` retrains the best under attack and the LegoNet.
 Front members are labelled ``front #k`` (k = position in ``front.json``, from 1) with their
 roles, e.g. ``front #3 (best adv, smallest)``.
 """

@@ -8,8 +8,8 @@
    printing trials done / total, failures, the generation and the hypervolume;
 3. copies the search's ``front.json``; ``python -m workflow lego`` counts blocks and ratios of
    the search's top-k subnets, builds their LegoNet (paper §IV-F3) and picks what to retrain
-   from the front: the best under attack, the best clean and the smallest (once each), into
-   ``legonet/retrain_front.json`` with the LegoNet, from which ``python -m trainers.retrain
+   from the front: the demo takes the best under attack (``--pick`` of ``workflow lego`` offers
+   the best clean and the smallest too), into ``legonet/retrain_front.json`` with the LegoNet, from which ``python -m trainers.retrain
    space`` builds the retrain search space;
 4. ``nnictl create --config nni_configs/retrain.cpu.yml`` (one trial per architecture of that
    list, evaluated on the test split), waits;
@@ -56,7 +56,9 @@ class Profile:
     # Flags of search.cpu.yml's trial command replaced for this profile (the YAML holds the demo's).
     search_trial_args: dict[str, str] = field(default_factory=dict)
     # Front architectures retrained, one per role (workflow.choice); the LegoNet comes on top.
-    retrain_roles: tuple[str, ...] = ("best-adv", "best-clean", "smallest")
+    # The demo retrains two models at once, one per core, as long as its 20 minutes allow: the
+    # best under attack and the LegoNet (BENCHMARKS.md, "Quick retrain preset").
+    retrain_roles: tuple[str, ...] = ("best-adv",)
     stats_top_k: int = 10  # subnets counted in the block/ratio statistics (paper: top 10)
     retrain_overrides: tuple[str, ...] = ()
     # The demo fine-tunes from the supernet: two quick epochs from scratch stay near chance.
