@@ -169,7 +169,7 @@ def paper_fit_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("paper_fit") / "run"
     phases = [{"name": "block", "epochs": 1, "param_range": [1.823e6, 2.375e6]},
               {"name": "joint", "epochs": 1, "sample_ratios": True, "initial_ratios": [1.8, 2.0], "widen_every": 1,
-               "param_range": [1.61e6, 2.37e6], "milestones": [2]}]
+               "param_range": [1.61e6, 2.37e6]}]
     config = load_supernet_config(QUICK, tiny_overrides(data_root, **{"reading": "paper-fit", "sampler.phases": phases,
                                                                       "data.train_subset": 8}))
     train_supernet(config, out, epochs=2, report_to_nni=False)
