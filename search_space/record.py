@@ -16,6 +16,8 @@ search and the retrain cannot silently work in different spaces (docs/architectu
      "checkpoint": {"file": "checkpoints/last.ckpt", "sha256": "...", "bytes": 123456789},
      "data_root": "/abs/path/data"}
 
+``space`` carries ``"reading"`` when the supernet was built with another reading of Table I than
+``default`` (:class:`~search_space.space.SpaceConfig`); the search and the retrain take it from here.
 ``phases[i].ratios`` are the ratios phase ``i`` trained by ``epochs_trained`` (a joint phase
 widens its set as it goes; an untrained phase has ``[]``); ``blocks`` is the sampler's block
 subset (``null``: all 22). ``checkpoint.sha256`` is the SHA-256 of the checkpoint file's bytes
@@ -238,21 +240,22 @@ class SupernetRecord:
         return trained[-1]
 
     def search_space_args(self) -> dict[str, Any]:
-        """The tuner classArgs this supernet implies: space, blocks, ratios, ``param_range``, ``hv_bounds``.
+        """The tuner classArgs this supernet implies: space (reading included), blocks, ratios, ``param_range``,
+        ``hv_bounds``.
 
         ``blocks``/``ratios`` are ``None`` where the supernet trained all of them.
         """
         phase = self.search_phase()
         ratios = None if set(phase.ratios) == set(RATIOS) else list(phase.ratios)
         return {"dataset": self.space.dataset, "width_multiplier": self.space.width_multiplier,
+                "reading": self.space.reading,
                 "blocks": None if self.blocks is None else list(self.blocks), "ratios": ratios,
                 "param_range": list(phase.param_range), "hv_bounds": {"params": list(phase.param_range)}}
 
     def check_space(self, space: SpaceConfig, what: str) -> None:
         """:class:`RecordError` in one line if ``space`` (``what``'s) is not the space this supernet trained."""
         if space != self.space:
-            diffs = "; ".join(f"{k}: {what} {v!r}, supernet {self.space.to_dict()[k]!r}"
-                              for k, v in space.to_dict().items() if self.space.to_dict()[k] != v)
+            diffs = "; ".join(f"{k}: {what} {v!r}, supernet {mine!r}" for k, v, mine in space.differences(self.space))
             raise RecordError(f"{self.where}: the supernet was trained in another space than {what} ({diffs})")
 
 

@@ -253,6 +253,12 @@ class SpaceConfig:
             d["reading"] = self.reading
         return d
 
+    def differences(self, other: SpaceConfig) -> list[tuple[str, Any, Any]]:
+        """``(field, self's value, other's value)`` for every field the two spaces differ in, the
+        reading included (``to_dict`` leaves a default reading out, so compare these, not dicts)."""
+        names = (*_SPACE_FIELDS, *_OPTIONAL_FIELDS)
+        return [(k, getattr(self, k), getattr(other, k)) for k in names if getattr(self, k) != getattr(other, k)]
+
     @classmethod
     def for_dataset(cls, dataset: str, width_multiplier: int = 1, reading: str = DEFAULT_READING) -> SpaceConfig:
         if not isinstance(dataset, str) or dataset not in DATASET_NAMES:

@@ -16,13 +16,13 @@ from typing import Any
 from nni.utils import ClassArgsValidator
 
 from search_space.architecture import Architecture
-from search_space.space import SpaceConfig
+from search_space.space import DEFAULT_READING, SpaceConfig
 
 from .config import CONFIG_KEYS, NSGA2Config
-from .record import apply_supernet_record
+from .record import READING_KEY, apply_supernet_record, space_from_class_args
 
 SPACE_KEYS = ("dataset", "width_multiplier")  # required: the supernet's space, never a silent default
-_TUNER_KEYS = (*SPACE_KEYS, "output_dir")
+_TUNER_KEYS = (*SPACE_KEYS, READING_KEY, "output_dir")  # reading: optional, the record's with classArg supernet
 
 
 def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
@@ -43,7 +43,7 @@ def parse_class_args(kwargs: Mapping[str, Any], check_reach: bool = True
         if missing:
             raise ValueError(f"{' and '.join(missing)}: missing; give the supernet's space "
                              "(e.g. dataset: cifar10, width_multiplier: 2)")
-        space = SpaceConfig.for_dataset(kwargs["dataset"], kwargs["width_multiplier"])
+        space = space_from_class_args(kwargs)
         if check_reach:
             check_param_range(config, space)
             check_flops_range(config, space)
@@ -99,8 +99,9 @@ def _check_range(name: str, bounds: tuple[float, float] | None, table: Any, conf
     low, high = bounds
     if high < lo or low > hi:
         subset = "" if config.blocks is None and config.ratios is None else " (blocks/ratios subset)"
+        reading = "" if space.reading == DEFAULT_READING else f", reading {space.reading}"
         raise ValueError(f"{name}: [{low:,.0f}, {high:,.0f}] reaches no architecture: the {space.dataset} "
-                         f"space at width {space.width_multiplier}{subset} spans {lo:,}-{hi:,} {unit}")
+                         f"space at width {space.width_multiplier}{reading}{subset} spans {lo:,}-{hi:,} {unit}")
 
 
 def check_param_range(config: NSGA2Config, space: SpaceConfig) -> None:

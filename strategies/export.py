@@ -21,7 +21,7 @@ from search_space.space import ArchitectureError, SpaceConfig
 
 from .objectives import extract_objectives, objective_matrix
 from .operators import fast_non_dominated_sort
-from .record import SUPERNET_KEY, apply_supernet_record
+from .record import SUPERNET_KEY, apply_supernet_record, space_from_class_args
 
 _logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def experiment_space(experiment: str | os.PathLike) -> SpaceConfig | None:
             args = {}  # the record moved or changed since: front.json still says
     if "dataset" in args and "width_multiplier" in args:
         try:
-            return SpaceConfig.for_dataset(args["dataset"], args["width_multiplier"])
+            return space_from_class_args(args)
         except ArchitectureError as e:
             raise ArchitectureError(f"{directory}: tuner.classArgs.{e}") from None
     front = directory / "front.json"

@@ -1,12 +1,13 @@
 """The tuner's ``supernet`` classArg: the search's space, blocks, ratios and ranges from the supernet record.
 
 With ``supernet: RUN_DIR`` (a supernet run directory, or its ``supernet.json``;
-:mod:`search_space.record`) the tuner derives ``dataset``, ``width_multiplier``, ``blocks``,
+:mod:`search_space.record`) the tuner derives ``dataset``, ``width_multiplier``, ``reading``, ``blocks``,
 ``ratios``, ``param_range`` and ``hv_bounds.params`` from what that supernet trained (the last
 phase it trained: its ratios and parameter range; see :meth:`SupernetRecord.search_space_args`).
 A classArg given as well may *narrow* the record, never contradict it:
 
-- ``dataset``, ``width_multiplier``: equal to the record's;
+- ``dataset``, ``width_multiplier``, ``reading``: equal to the record's (the parameter and FLOPs
+  tables of the repair and the objectives follow the reading);
 - ``blocks``, ``ratios``: a subset of what the supernet trained;
 - ``param_range``: inside the trained range;
 - ``hv_bounds.params``: covering the searched ``param_range`` (points outside the bounds would add
@@ -26,11 +27,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from search_space.record import RecordError, SupernetRecord
+from search_space.space import DEFAULT_READING, SpaceConfig
 
 logger = logging.getLogger(__name__)
 
 SUPERNET_KEY = "supernet"
+READING_KEY = "reading"
 _PREFIX = "NSGA2Tuner classArgs"
+
+
+def space_from_class_args(args: Mapping[str, Any]) -> SpaceConfig:
+    """The searched space of (record-resolved) classArgs: ``dataset``, ``width_multiplier`` and
+    ``reading`` (optional: the default reading)."""
+    return SpaceConfig.for_dataset(args["dataset"], args["width_multiplier"], args.get(READING_KEY, DEFAULT_READING))
 
 
 def apply_supernet_record(class_args: Mapping[str, Any], base_dir: str | os.PathLike | None = None
@@ -52,7 +61,7 @@ def apply_supernet_record(class_args: Mapping[str, Any], base_dir: str | os.Path
     except RecordError as e:
         raise ValueError(f"{_PREFIX}.{SUPERNET_KEY}: {e}") from None
     where = record.where
-    for key in ("dataset", "width_multiplier"):
+    for key in ("dataset", "width_multiplier", "reading"):
         if key in args and args[key] != derived[key]:
             _contradiction(key, args[key], derived[key], where, "the supernet's")
         args[key] = derived[key]
@@ -66,8 +75,9 @@ def apply_supernet_record(class_args: Mapping[str, Any], base_dir: str | os.Path
     else:
         args["param_range"] = derived["param_range"]
     args["hv_bounds"] = _hv_bounds(args.get("hv_bounds"), args["param_range"], where)
-    logger.info("supernet record %s: %s width %s, blocks %s, ratios %s, param_range %s", where, args["dataset"],
-                args["width_multiplier"], args["blocks"] or "all", args["ratios"] or "all", args["param_range"])
+    logger.info("supernet record %s: %s width %s, reading %s, blocks %s, ratios %s, param_range %s", where,
+                args["dataset"], args["width_multiplier"], args["reading"], args["blocks"] or "all",
+                args["ratios"] or "all", args["param_range"])
     return args
 
 

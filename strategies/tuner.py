@@ -101,6 +101,11 @@ class NSGA2Tuner(Tuner):
     ----------
     dataset, width_multiplier
         Required: the supernet's space (recorded in ``front.json``; used by the parameter counter).
+        With ``supernet: RUN_DIR`` they (and the rest of the space) come from its record
+        (:mod:`strategies.record`).
+    reading : str, optional
+        The reading of Table I (README "Model sizes"; default ``default``), which the parameter and
+        FLOPs tables follow; with ``supernet`` the record's, and a different one is refused.
     **config
         Every field of :class:`strategies.config.NSGA2Config` under its own name (population_size,
         objectives, param_range, blocks, ratios, fail_fast_trials, ...; defaults are the paper's).

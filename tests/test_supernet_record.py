@@ -54,7 +54,7 @@ def test_round_trip_and_what_it_records(tmp_path):
     assert record.phases[0].ratios == (1.0,) and record.phases[0].param_range == (1.823e6, 2.375e6)
     assert record.phases[1].ratios == RATIOS  # the joint phase widened to all ten ratios
     assert record.search_space_args() == {
-        "dataset": "cifar10", "width_multiplier": 2, "blocks": None, "ratios": None,
+        "dataset": "cifar10", "width_multiplier": 2, "reading": "default", "blocks": None, "ratios": None,
         "param_range": [1.61e6, 2.37e6], "hv_bounds": {"params": [1.61e6, 2.37e6]}}
     assert SupernetRecord.from_dict(json.loads(path.read_text()), path=path) == record
 

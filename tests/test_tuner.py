@@ -177,7 +177,7 @@ def test_class_args_are_the_config_fields_plus_the_space():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['population'\]; known: (.*)") as e:
         parse_class_args({"population": 5})
     known = json.loads(e.value.args[0].split("known: ")[1].replace("'", '"'))
-    assert set(known) == set(CONFIG_KEYS) | {"dataset", "width_multiplier", "output_dir"}
+    assert set(known) == set(CONFIG_KEYS) | {"dataset", "width_multiplier", "reading", "output_dir"}
     every = NSGA2Config(seed=1, param_range=(1.3e6, 1.5e6), blocks=(0, 6), ratios=(1.0,)).to_dict()
     assert set(every) == set(CONFIG_KEYS)
     config, space, _ = parse_class_args({**every, **SPACE})

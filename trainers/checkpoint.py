@@ -119,10 +119,9 @@ def checkpoint_space(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint
 
 
 def check_space(found: SpaceConfig, expected: SpaceConfig | None, path: str | os.PathLike) -> None:
-    """Refuse a checkpoint from another data set, width or shape."""
+    """Refuse a checkpoint from another data set, width, shape or reading of Table I."""
     if expected is not None and found != expected:
-        diffs = [f"{k}: checkpoint {v!r}, expected {expected.to_dict()[k]!r}"
-                 for k, v in found.to_dict().items() if expected.to_dict()[k] != v]
+        diffs = [f"{k}: checkpoint {v!r}, expected {want!r}" for k, v, want in found.differences(expected)]
         raise CheckpointError(f"{path}: supernet checkpoint belongs to another space ({'; '.join(diffs)})")
 
 
@@ -173,11 +172,12 @@ def load_supernet(checkpoint_path: str | os.PathLike, expected_space: SpaceConfi
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: no state_dict")
     weights = {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
-    supernet = to_one_shot(TamNasSpace(dataset=space.dataset, width_multiplier=space.width_multiplier))
+    supernet = to_one_shot(TamNasSpace(dataset=space.dataset, width_multiplier=space.width_multiplier,
+                                       reading=space.reading))
     misfit = weights_misfit(supernet.state_dict(), weights)
     if misfit:
         raise CheckpointError(f"{path}: weights do not fit the {space.dataset} width-{space.width_multiplier} "
-                              f"supernet ({misfit})")
+                              f"supernet (reading {space.reading}; {misfit})")
     supernet.load_state_dict(weights)
     meta = dict(_meta(ckpt, path))
     meta["epoch"] = ckpt.get("epoch")

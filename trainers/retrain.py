@@ -52,6 +52,7 @@ from search_space.encoding import (
 )
 from search_space.params import count_params
 from search_space.rundir import RunDirectory, RunDirectoryError
+from search_space.space import DEFAULT_READING, READINGS
 from trainers import cli
 from trainers.adversarial import AdversarialConfig, make_adversarial_config
 from trainers.checkpoint import atomic_torch_save
@@ -97,6 +98,8 @@ class RetrainConfig:
     init: str = field(default="scratch", metadata={"check": one_of("scratch", "finetune", "auto")})
     supernet_checkpoint: str | None = None
     width_multiplier: int = field(default=1, metadata={"check": one_of(1, 2, 4, 8)})
+    # the reading of Table I (README "Model sizes"): the supernet's when fine-tuning, the front's space's
+    reading: str = field(default=DEFAULT_READING, metadata={"check": one_of(*READINGS)})
     epochs: int = field(default=100, metadata={"check": check_positive})
     milestones: tuple[int, ...] = (20, 40, 80)
     bn_batches: int = field(default=20, metadata={"check": check_non_negative})  # fine-tuning's start
@@ -125,7 +128,7 @@ class RetrainConfig:
 
     @property
     def space(self) -> SpaceConfig:
-        return SpaceConfig.for_dataset(self.data.dataset, self.width_multiplier)
+        return SpaceConfig.for_dataset(self.data.dataset, self.width_multiplier, self.reading)
 
     @property
     def start(self) -> str:
@@ -145,7 +148,7 @@ def check_supernet_record(config: RetrainConfig) -> None:
 
     Fine-tuning reads the supernet record next to the checkpoint (``<run>/supernet.json``,
     :mod:`search_space.record`), when there is one, and compares its space with the config's
-    (``data.dataset``, ``width_multiplier``); a record whose checkpoint digest is not the file's
+    (``data.dataset``, ``width_multiplier``, ``reading``); a record whose checkpoint digest is not the file's
     only warns (the record then describes another state of that run).
     """
     from search_space.record import RecordError, SupernetRecord, file_sha256, record_beside_checkpoint
@@ -164,7 +167,7 @@ def check_supernet_record(config: RetrainConfig) -> None:
     try:
         record.check_space(config.space, "the retrain config")
     except RecordError as e:
-        raise ConfigError(f"{e}; fine-tune in the supernet's space (data.dataset, width_multiplier)") from None
+        raise ConfigError(f"{e}; fine-tune in the supernet's space (data.dataset, width_multiplier, reading)") from None
     if ckpt.is_file() and record.checkpoint_path.resolve() == ckpt.resolve() \
             and file_sha256(ckpt) != record.checkpoint_sha256:
         logger.warning("%s: checkpoint.sha256 is not %s's: the record describes another state of the run "
@@ -318,6 +321,7 @@ def _run(arch: Architecture, config: RetrainConfig, out: Path, model: torch.nn.M
         "seed": config.seed,
         "dataset": d.dataset,
         "width_multiplier": config.width_multiplier,
+        "reading": config.reading,
         "params": test["params"],
         "clean_acc": test["clean_acc"],
         "adv_acc": main_pgd["acc"] if main_pgd else None,
@@ -410,9 +414,11 @@ def run(args: argparse.Namespace) -> int:
                 arch = load_architecture(args.arch, None)
                 arch_space = read_space(args.arch)
                 if arch_space is not None and arch_space != config.space:
-                    raise ArchitectureError(f"{args.arch}: the architecture belongs to {arch_space.to_dict()}, the "
-                                            f"retrain config to {config.space.to_dict()} (data.dataset, "
-                                            "width_multiplier)")
+                    diffs = "; ".join(f"{k}: architecture {v!r}, retrain config {c!r}"
+                                      for k, v, c in arch_space.differences(config.space))
+                    raise ArchitectureError(f"{args.arch}: the architecture belongs to another space than the retrain "
+                                            f"config ({diffs}); retrain in its space (data.dataset, "
+                                            "width_multiplier, reading)")
                 out = args.out or default_out(arch, config)
             else:
                 raise ArchitectureError("--arch is required outside an NNI trial")

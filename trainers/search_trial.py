@@ -446,8 +446,7 @@ def _arch_from_file(path: str, space: Any, where: str) -> Architecture:
     """``--arch FILE``, refused in one line when the file records another space than the supernet's."""
     recorded = read_space(path)
     if recorded is not None and recorded != space:
-        diffs = "; ".join(f"{k}: {v!r} vs {space.to_dict()[k]!r}" for k, v in recorded.to_dict().items()
-                          if space.to_dict()[k] != v)
+        diffs = "; ".join(f"{k}: {v!r} vs {theirs!r}" for k, v, theirs in recorded.differences(space))
         raise ArchitectureError(f"{path}: the architecture was recorded for another space than the supernet "
                                 f"{where} ({diffs})")
     return load_architecture(path)

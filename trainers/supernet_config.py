@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from search_space.encoding import SpaceConfig
+from search_space.space import DEFAULT_READING, READINGS
 
 from .adversarial import AdversarialConfig, make_adversarial_config
 from .config import (
@@ -59,6 +60,8 @@ class SupernetConfig:
     sampler: SamplerConfig
     seed: int = 0
     width_multiplier: int = field(default=1, metadata={"check": one_of(1, 2, 4, 8)})
+    # the reading of Table I the supernet is built with (README "Model sizes"); the record carries it on
+    reading: str = field(default=DEFAULT_READING, metadata={"check": one_of(*READINGS)})
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig,
@@ -74,7 +77,7 @@ class SupernetConfig:
 
     @property
     def space(self) -> SpaceConfig:
-        return SpaceConfig.for_dataset(self.data.dataset, self.width_multiplier)
+        return SpaceConfig.for_dataset(self.data.dataset, self.width_multiplier, self.reading)
 
     def phase_adversarial(self, phase: int) -> AdversarialConfig:
         """The training method of sampler phase ``phase`` (its ``method`` overrides ``adversarial.method``)."""

@@ -84,7 +84,7 @@ class SupernetModule(pl.LightningModule):
         self.automatic_optimization = False
         self.config = config
         self.supernet = to_one_shot(TamNasSpace(dataset=config.data.dataset,
-                                                width_multiplier=config.width_multiplier))
+                                                width_multiplier=config.width_multiplier, reading=config.reading))
         self.space = self.supernet.space_config
         self.sampler = ArchitectureSampler(config.sampler, self.space, config.seed)
         # One training method per sampler phase (a phase may override adversarial.method).

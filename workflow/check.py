@@ -10,10 +10,10 @@ gets, as it applies:
   exist *yet* but is what the chain's supernet stage writes (a shipped ``supernet*.yml`` beside
   the config with that ``--out``) is a note, not a problem: it is then checked against the
   record that stage's config will write;
-- the supernet record against the search's tuner classArgs (dataset, width, blocks, ratios,
+- the supernet record against the search's tuner classArgs (dataset, width, reading, blocks, ratios,
   param_range: :func:`strategies.class_args.parse_class_args`), the trial's ``--checkpoint``
   against the ``classArgs.supernet`` run, and the retrain config's space against the record of
-  the checkpoint it fine-tunes from and against the space its chain's search searches
+  the checkpoint it fine-tunes from and against the space its chain's search searches (reading included)
   (``retrain<suffix>.yml`` retrains the front of ``search<suffix>.yml``);
 - for a search: the NSGA-II tuner, its search space file, a ``maxTrialNumber`` below the budget;
 - for a training service that packs ``trialCodeDirectory`` (remote, Kubeflow, ...): NNI 3.0's own
@@ -335,8 +335,21 @@ def _record_for(c: _Config, r: Report, where: str, run_dir: Path, work: Path) ->
         return None
     r.note(where, f"{_shown(run_dir)}/{RECORD_FILE} is not there yet: {_shown(stage.config_file)} writes it "
                   f"(--out); checked against the record its config {_shown(stage.supernet_config)} will write "
-                  f"({record.space.dataset}, width {record.space.width_multiplier})")
+                  f"({record.space.dataset}, width {record.space.width_multiplier}{_reading(record.space)})")
     return record
+
+
+def _reading(space: Any, other: Any = None) -> str:
+    """``, reading R`` where ``space``'s reading is not the default or differs from ``other``'s; else ''."""
+    from search_space.space import DEFAULT_READING
+
+    shown = space.reading != DEFAULT_READING or (other is not None and other.reading != space.reading)
+    return f", reading {space.reading}" if shown else ""
+
+
+def _words(space: Any, other: Any = None) -> str:
+    """``cifar10 width 2`` (``, reading R`` as :func:`_reading` says): a space in a problem line."""
+    return f"{space.dataset} width {space.width_multiplier}{_reading(space, other)}"
 
 
 def _check_search(c: _Config, r: Report, packed: list[str] | None, work: Path) -> Any:
@@ -397,7 +410,8 @@ def _check_search(c: _Config, r: Report, packed: list[str] | None, work: Path) -
                                     f"{config.generations} x {config.offspring_size} = {budget} evaluations; the last "
                                     "generation would never complete")
     r.summary = (f"NSGA-II {config.population_size} + {config.generations} x {config.offspring_size} = {budget} "
-                 f"evaluations on {space.dataset} (width {space.width_multiplier}), maxTrialNumber {max_trials}, "
+                 f"evaluations on {space.dataset} (width {space.width_multiplier}{_reading(space)}), "
+                 f"maxTrialNumber {max_trials}, "
                  f"trialConcurrency {c.raw.get('trialConcurrency')}")
     return space
 
@@ -427,7 +441,8 @@ def _check_supernet(c: _Config, r: Report, packed: list[str] | None) -> None:
         if c.local and (c.trial_dir / out / RECORD_FILE).exists():
             r.note("trialCommand --out", f"{out} already holds a supernet run: a second run refuses to overwrite it "
                                          "(--resume continues it)")
-    r.summary = (f"supernet {t.flags['--config']} ({config.space.dataset}, width {config.space.width_multiplier}, "
+    r.summary = (f"supernet {t.flags['--config']} ({config.space.dataset}, width {config.space.width_multiplier}"
+                 f"{_reading(config.space)}, "
                  f"{config.total_epochs} epochs) into {out or 'the trial directory'}")
 
 
@@ -462,8 +477,8 @@ def _check_retrain(c: _Config, r: Report, packed: list[str] | None, work: Path) 
             record = _record_for(c, r, "trialCommand --checkpoint", record_beside_checkpoint(local).parent,
                                  work / "retrain")
             if record is not None and record.space != space:
-                r.problem(where, f"retrains in {space.dataset} width {space.width_multiplier}, but --checkpoint "
-                                 f"{ckpt}'s supernet is {record.space.dataset} width {record.space.width_multiplier}")
+                r.problem(where, f"retrains in {_words(space, record.space)}, but --checkpoint {ckpt}'s supernet is "
+                                 f"{_words(record.space, space)}")
     search_file = c.path.with_name(c.path.name.replace("retrain", "search", 1))
     if search_file != c.path and search_file.is_file():
         search = Report(search_file)
@@ -472,9 +487,8 @@ def _check_retrain(c: _Config, r: Report, packed: list[str] | None, work: Path) 
         except ValueError:
             searched = None
         if searched is not None and searched != space:
-            r.problem(where, f"retrains in {space.dataset} width {space.width_multiplier}, but "
-                             f"{_shown(search_file)} (whose front it retrains) searches {searched.dataset} width "
-                             f"{searched.width_multiplier}")
+            r.problem(where, f"retrains in {_words(space, searched)}, but {_shown(search_file)} (whose front it "
+                             f"retrains) searches {_words(searched, space)}")
     space_file = c.path.parent / str(c.raw.get("searchSpaceFile", ""))
     if "searchSpaceFile" in c.raw and not space_file.is_file():
         r.note("searchSpaceFile", f"{c.raw['searchSpaceFile']} is not there yet: `python -m trainers.retrain space "
@@ -487,7 +501,7 @@ def _check_retrain(c: _Config, r: Report, packed: list[str] | None, work: Path) 
         except (OSError, ValueError, KeyError, TypeError, ArchitectureError) as e:
             r.problem(f"searchSpaceFile {c.raw['searchSpaceFile']}", f"expected {{'arch': {{'_type': 'choice', "
                                                                      f"'_value': [architecture keys]}}}}: {e}")
-    r.summary = (f"retrain ({config.start}) in {space.dataset} width {space.width_multiplier}, {config.epochs} "
+    r.summary = (f"retrain ({config.start}) in {_words(space)}, {config.epochs} "
                  f"epochs, trialConcurrency {c.raw.get('trialConcurrency')}")
 
 
