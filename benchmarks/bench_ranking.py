@@ -1,8 +1,10 @@
 """Does the supernet rank subnets as stand-alone training does? (issue: the one-shot ranking).
 
 K architectures spread over the supernet's trained subset and its parameter range (stratified
-by parameters: the candidates are sorted by size, cut into K equal strata and the middle one of
-each stratum taken) are each scored three ways:
+by parameters: a pool of candidates is sorted by size, cut into K equal strata and the middle one
+of each stratum taken; ``--spread mixture``, the default, draws the pool so that it reaches the
+subset's mostly-narrow, mostly-wide and mostly-one-block corners, which uniform draws of 16
+independent genes almost never visit) are each scored three ways:
 
 - **search**: as a search trial scores them (:func:`trainers.search_trial.score_inherited`:
   weights inherited from the supernet, BN recalibrated, clean and PGD accuracy on the first
@@ -22,7 +24,7 @@ are dropped and counted)::
 
     python -m benchmarks.bench_ranking --checkpoint runs/quick_supernet/checkpoints/last.ckpt \\
         [--k 10] [--warmup-epochs 2] [--epochs 1] [--train-images 3072] [--eval-examples 500] \\
-        [--finetune-epochs 1] [--out DIR] [--json]
+        [--finetune-epochs 1] [--spread mixture|uniform] [--out DIR] [--json]
 
 ``--out DIR`` writes ``rows.jsonl`` (one line per architecture as it finishes) and
 ``ranking.json`` (settings, rows, statistics, seconds). Sized for about an hour on two idle
@@ -60,20 +62,57 @@ STATISTICS = ("kendall_tau", "spearman_rho")
 
 
 # --------------------------------------------------------------------------- choosing the architectures
+SPREADS = ("mixture", "uniform")
+_MIXTURE_SALT = 0x7A11  # keeps the mixture's draws apart from draw_keys' uniform ones
+
+
+def mixture_keys(gene_space: GeneSpace, n: int, seed: int, *, alpha: float = 0.5) -> list[str]:
+    """``n`` distinct draws of ``gene_space`` that reach its corners.
+
+    Uniform draws average 16 independent genes, so nearly all of them sit in the middle of the
+    parameter range (mean ratio near the middle ratio, every block about equally often). Here each
+    draw first takes its own preferences -- Dirichlet(``alpha``) weights over the ratios and over
+    the blocks -- and then every layer draws from them (blocks renormalised over the layer's
+    candidates): some architectures are mostly narrow, some mostly wide, some mostly non-local.
+    """
+    size = 1
+    for cand in gene_space.blocks:
+        size *= len(cand) * len(gene_space.ratios)
+    if n > size:
+        raise ValueError(f"{n} draws: the subset has only {size} architectures")
+    rng = np.random.default_rng([_MIXTURE_SALT, seed])
+    all_blocks = sorted({int(b) for cand in gene_space.blocks for b in cand})
+    keys: dict[str, None] = {}
+    while len(keys) < n:
+        ratio_w = rng.dirichlet(np.full(len(gene_space.ratios), alpha))
+        block_w = dict(zip(all_blocks, rng.dirichlet(np.full(len(all_blocks), alpha)), strict=True))
+        genes = []
+        for cand in gene_space.blocks:
+            w = np.array([block_w[int(b)] for b in cand]) + 1e-12
+            genes.append((int(rng.choice(cand, p=w / w.sum())), int(rng.choice(gene_space.ratios, p=ratio_w))))
+        keys.setdefault(Architecture.key_of(genes))
+    return list(keys)
+
+
 def choose_architectures(gene_space: GeneSpace, space: Any, k: int, *, seed: int = 0,
-                         param_range: Sequence[float] | None = None, pool: int | None = None) -> list[Architecture]:
+                         param_range: Sequence[float] | None = None, pool: int | None = None,
+                         spread: str = "mixture") -> list[Architecture]:
     """``k`` architectures stratified by parameters, smallest first.
 
-    ``pool`` distinct uniform draws of the subset (default ``max(40 k, 400)``, at most the subset's
-    size) restricted to ``param_range`` when at least ``k`` of them lie in it; sorted by
-    parameters, cut into ``k`` equal strata, the middle architecture of each.
+    ``pool`` distinct draws of the subset (default ``max(40 k, 400)``, at most the subset's size;
+    ``spread="mixture"``: :func:`mixture_keys`, ``"uniform"``: uniform draws) restricted to
+    ``param_range`` when at least ``k`` of them lie in it; sorted by parameters, cut into ``k``
+    equal strata, the middle architecture of each.
     """
+    if spread not in SPREADS:
+        raise ValueError(f"spread {spread!r} is not one of {list(SPREADS)}")
     size = 1
     for cand in gene_space.blocks:
         size *= len(cand) * len(gene_space.ratios)
     if k > size:
         raise ValueError(f"--k {k}: the subset has only {size} architectures")
-    keys = draw_keys(gene_space, min(size, pool or max(40 * k, 400)), seed)
+    n = min(size, pool or max(40 * k, 400))
+    keys = mixture_keys(gene_space, n, seed) if spread == "mixture" else draw_keys(gene_space, n, seed)
     sized = sorted((count_params(Architecture.from_key(key), space), key) for key in keys)
     if param_range is not None:
         lo, hi = param_range
@@ -191,7 +230,7 @@ def run_benchmark(checkpoint: str | Path, *, k: int = 10, config_path: str | Pat
                   train_images: int | None = None, eval_examples: int = 500, steps: int = 10,
                   bn_batches: int = 8, batch_size: int = 250, finetune_epochs: int = 1, resamples: int = 2000,
                   seed: int = 0, data_root: str | None = None, out: str | Path | None = None,
-                  overrides: Sequence[str] = ()) -> dict[str, Any]:
+                  overrides: Sequence[str] = (), spread: str = "mixture") -> dict[str, Any]:
     """Choose, score, train and correlate (module docstring); returns what ``ranking.json`` holds."""
     from trainers.checkpoint import load_supernet
     from trainers.config import load_config
@@ -204,7 +243,8 @@ def run_benchmark(checkpoint: str | Path, *, k: int = 10, config_path: str | Pat
     sn_config = meta["config"]
     blocks, ratios = trained_subset(sn_config)
     param_range = sn_config["sampler"]["phases"][-1].get("param_range")
-    archs = choose_architectures(GeneSpace.build(blocks, ratios), space, k, seed=seed, param_range=param_range)
+    archs = choose_architectures(GeneSpace.build(blocks, ratios), space, k, seed=seed, param_range=param_range,
+                                 spread=spread)
     eps = float(sn_config["adversarial"]["epsilon"])
 
     sets = [f"seed={seed}", f"evaluation.examples={eval_examples}", f"evaluation.steps=[{steps}]",
@@ -225,7 +265,7 @@ def run_benchmark(checkpoint: str | Path, *, k: int = 10, config_path: str | Pat
                                epochs=finetune_epochs, milestones=(finetune_epochs,))
     evaluation = EvaluationConfig(epsilons=(eps,), steps=(steps,), seed=seed, examples=eval_examples,
                                   bn_batches=bn_batches, batch_size=batch_size)
-    settings = {"checkpoint": str(checkpoint), "k": k, "config": str(config_path), "warmup_epochs": warmup_epochs,
+    settings = {"checkpoint": str(checkpoint), "k": k, "spread": spread, "config": str(config_path), "warmup_epochs": warmup_epochs,
                 "warmup_lr": warmup_lr, "epochs": scratch_cfg.epochs, "train_images": scratch_cfg.data.train_subset,
                 "eval_examples": eval_examples, "steps": steps, "epsilon": eps, "bn_batches": bn_batches,
                 "finetune_epochs": finetune_epochs, "resamples": resamples, "seed": seed,
@@ -312,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int_at_least(1), default=250, help="search-score batch size (default 250)")
     p.add_argument("--bootstrap", type=int_at_least(1), default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="draws the architectures, seeds training and evaluation")
+    p.add_argument("--spread", choices=SPREADS, default="mixture",
+                   help="how the candidate pool is drawn before stratifying by parameters: mixture (default; "
+                   "reaches the subset's narrow, wide and block-heavy corners) or uniform (clumps in the middle)")
     p.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads (default 2)")
     p.add_argument("--data-root", help="data directory (default: the supernet's, or $TAMNAS_DATA / ./data)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -330,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                                warmup_lr=args.warmup_lr, epochs=args.epochs, train_images=args.train_images,
                                eval_examples=args.eval_examples, steps=args.steps, bn_batches=args.bn_batches,
                                batch_size=args.batch_size, finetune_epochs=args.finetune_epochs,
-                               resamples=args.bootstrap, seed=args.seed, data_root=args.data_root, out=args.out,
+                               resamples=args.bootstrap, seed=args.seed, data_root=args.data_root, out=args.out, spread=args.spread,
                                overrides=args.set)
     except (ConfigError, OSError, ValueError) as e:  # CheckpointError is a ValueError
         sys.stderr.write(f"error: {e}\n")

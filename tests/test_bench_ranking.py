@@ -33,6 +33,19 @@ def test_architectures_are_stratified_by_parameters():
         br.choose_architectures(GeneSpace.build((0,), (1.0,)), FMNIST, 2)
 
 
+def test_mixture_pool_reaches_the_corners_that_uniform_draws_miss():
+    gene_space = GeneSpace.build((0, 6), (0.8, 1.0, 1.2))
+    mixture = br.mixture_keys(gene_space, 400, seed=0)
+    assert mixture == br.mixture_keys(gene_space, 400, seed=0) and len(set(mixture)) == 400  # seeded, distinct
+    span = {}
+    for spread in br.SPREADS:
+        params = [count_params(a, FMNIST) for a in br.choose_architectures(gene_space, FMNIST, 12, spread=spread)]
+        span[spread] = params[-1] - params[0]
+    assert span["mixture"] > 1.5 * span["uniform"]
+    with pytest.raises(ValueError, match="spread 'corners'"):
+        br.choose_architectures(gene_space, FMNIST, 3, spread="corners")
+
+
 def test_rank_statistics_and_bootstrap_intervals():
     x = np.arange(10.0)
     same = br.rank_statistics(x, 2 * x + 1, resamples=200)
