@@ -120,6 +120,19 @@ def test_lego_command_picks_one_front_architecture_per_role(tmp_path, capsys):
     assert [a.key for a in load_front(tmp_path / "retrain_front.json")[0]] == [D, LEGO.key]
 
 
+def test_lego_command_without_the_legonet_lists_the_picks_only(tmp_path, capsys):
+    """The demo retrains its pick alone: --without-legonet leaves the LegoNet out of the retrain list only."""
+    assert main(["lego", "--search", str(SEARCH), "--top-k", "5", "--pick", "best-adv", "--without-legonet",
+                 "--out", str(tmp_path)]) == 0
+    archs, _, _ = load_front(tmp_path / "retrain_front.json")
+    assert [a.key for a in archs] == [A] and archs[0].provenance["label"] == "front #1 (best adv)"
+    assert load_architecture(tmp_path / "legonet.json") == LEGO  # still built and written
+    assert main(["lego", "--search", str(SEARCH), "--front-top", "0", "--without-legonet",
+                 "--out", str(tmp_path / "none")]) == 1  # nothing to retrain: an error, no file
+    assert "nothing to retrain" in capsys.readouterr().err
+    assert not (tmp_path / "none" / "retrain_front.json").exists()
+
+
 # --------------------------------------------------------------------------- plots = data
 def test_report_files_exist(report):
     for name in ("report.md", "report.json", "front.png", "front_3d.png", "hypervolume.png", "block_stats.png",

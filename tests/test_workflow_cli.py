@@ -207,3 +207,26 @@ def test_lego_from_a_search_round_trips_through_the_tables(tmp_path):
                  str(tmp_path / "ratio_stats.csv"), "--dataset", "fashion_mnist", "--width", "1",
                  "--out", str(tmp_path / "again")]) == 0
     assert load_architecture(tmp_path / "again" / "legonet.json") == archs[-1]
+
+
+def test_the_demo_retrains_its_pick_on_both_cores_and_with_legonet_adds_the_legonet(tmp_path, monkeypatch, capsys):
+    import workflow.pipeline as wp
+
+    seen = []
+
+    def fake_pipeline(out, profile, **kwargs):
+        seen.append(profile)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "results.md").write_text("| Model |\n")
+        return {"out": str(out)}
+
+    monkeypatch.setattr(wp, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(wp, "closing_lines", lambda s, keep: ["done"])
+    demo = PROFILES["demo"]
+    assert not demo.retrain_legonet and "threads=2" in demo.retrain_overrides  # one model, both cores
+    assert PROFILES["tiny"].retrain_legonet
+    assert main(["pipeline", "--out", str(tmp_path / "a")]) == 0
+    assert main(["pipeline", "--out", str(tmp_path / "b"), "--with-legonet"]) == 0
+    assert seen[0] == demo
+    assert seen[1].retrain_legonet and not any(o.startswith("threads=") for o in seen[1].retrain_overrides)
+    assert seen[1].retrain_roles == demo.retrain_roles

@@ -17,6 +17,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from search_space.cli import Parser, UsageError, int_at_least
@@ -42,6 +43,9 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=sorted(PROFILES), default="demo")
     p.add_argument("--port", type=int, help="web UI port of the search experiment (default: a free one)")
     p.add_argument("--keep-ui", action="store_true", help="leave the search experiment's web UI running at the end")
+    p.add_argument("--with-legonet", action="store_true",
+                   help="retrain the LegoNet too, beside the front's pick (one core each: about twice the retrain "
+                        "stage's time for the same accuracy; the demo profile retrains the pick alone on both cores)")
     for stage in ("search", "retrain"):
         p.add_argument(f"--{stage}-timeout", type=_seconds, metavar="SECONDS",
                        help=f"time limit of the {stage} stage (default: the profile's, scaled by the machine's pace)")
@@ -70,6 +74,9 @@ def _add_lego(sub: argparse._SubParsersAction) -> None:
                          "one per role of best-adv, best-clean, smallest (default: all three)")
     lg.add_argument("--front-top", type=int_at_least(0), metavar="N",
                     help="with --search: the first N front architectures instead of --pick")
+    lg.add_argument("--without-legonet", action="store_true",
+                    help="with --search: retrain_front.json holds the front's picks only (legonet.json is still "
+                         "written)")
     lg.add_argument("--block-stats", type=Path, help="without --search: Table XIV-style CSV (layer, 0..21); "
                                                      "default the paper's")
     lg.add_argument("--ratio-stats", type=Path, help="without --search: Table XV-style CSV (layer, 0..9); "
@@ -103,7 +110,11 @@ def _parser() -> argparse.ArgumentParser:
 def _pipeline(args: argparse.Namespace) -> None:
     from .pipeline import PROFILES, TimeLimits, closing_lines, run_pipeline
 
-    s = run_pipeline(args.out, PROFILES[args.profile], port=args.port, keep_search_ui=args.keep_ui,
+    profile = PROFILES[args.profile]
+    if args.with_legonet and not profile.retrain_legonet:
+        profile = replace(profile, retrain_legonet=True,
+                          retrain_overrides=tuple(o for o in profile.retrain_overrides if not o.startswith("threads=")))
+    s = run_pipeline(args.out, profile, port=args.port, keep_search_ui=args.keep_ui,
                      limits=TimeLimits(args.search_timeout, args.retrain_timeout))
     sys.stdout.write("\n" + (Path(s["out"]) / "results.md").read_text())
     sys.stdout.write("\n".join(closing_lines(s, args.keep_ui)) + "\n")
@@ -145,7 +156,7 @@ def _lego_from_search(args: argparse.Namespace) -> None:
     out = Path(args.out)
     write_statistics(stats, search, out)
     archs = write_retrain_front(search, stats.legonet, out / "retrain_front.json", roles=roles,
-                                front_top=args.front_top)
+                                front_top=args.front_top, legonet=not args.without_legonet)
     print(f"top {stats.k} of {len(search.evaluated)}: LegoNet {stats.legonet.key}; wrote {out / 'legonet.json'} "
           f"and {out / 'retrain_front.json'} ({len(archs)} architectures: "
           + ", ".join(str(a.provenance.get("label")) for a in archs) + ")")
@@ -156,7 +167,8 @@ def _lego_from_tables(args: argparse.Namespace) -> None:
 
     from .statistics import legonet_from_tables
 
-    for flag, value in (("--top-k", args.top_k), ("--pick", args.pick), ("--front-top", args.front_top)):
+    for flag, value in (("--top-k", args.top_k), ("--pick", args.pick), ("--front-top", args.front_top),
+                        ("--without-legonet", args.without_legonet or None)):
         if value is not None:
             raise UsageError(f"{flag}: only with --search")
     if args.dataset is None or args.width is None:

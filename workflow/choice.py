@@ -3,7 +3,7 @@
 A search's front trades adversarial accuracy, clean accuracy and size off against each other;
 ``workflow lego --pick`` chooses one architecture per *role*: the best under attack, the best
 clean and the smallest (an architecture that holds several roles is retrained once), plus the
-LegoNet; ``make demo`` retrains the best under attack and the LegoNet.
+LegoNet (``--without-legonet``: not the LegoNet); ``make demo`` retrains the best under attack.
 Front members are labelled ``front #k`` (k = position in ``front.json``, from 1) with their
 roles, e.g. ``front #3 (best adv, smallest)``.
 """

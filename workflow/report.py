@@ -162,7 +162,9 @@ def _architectures(b: _Build) -> None:
     b.md.append("## Architectures\n")
     b.md.append(f"Labels used in every figure and table: `front #k` is the k-th architecture of the search's "
                 f"front.json; its roles ({roles}) are computed from the search's numbers (inherited weights, "
-                f"validation split). `make demo` retrains one architecture per role and the {LEGONET}. "
+                f"validation split); 'Retrained in' names the retrains that hold each one (`make demo` retrains the "
+                f"best under attack; `workflow lego --pick` chooses the roles, and adds the {LEGONET} unless "
+                "--without-legonet). "
                 f"{key_format(rows[0]['architecture'])} Per-layer names in "
                 "[architectures.csv](architectures.csv).\n")
     b.md.append(md_table(["Label", "Architecture key", "Params", "Why chosen", "Retrained in"],

@@ -112,9 +112,11 @@ def write_statistics(stats: Statistics, search: SearchRun, out: Path) -> list[st
 
 
 def write_retrain_front(search: SearchRun, lego: Architecture, path: Path, *,
-                        roles: Sequence[str] | None = None, front_top: int | None = None) -> list[Architecture]:
+                        roles: Sequence[str] | None = None, front_top: int | None = None,
+                        legonet: bool = True) -> list[Architecture]:
     """A front-format file of what to retrain: one front architecture per role (:mod:`workflow.choice`)
-    or the first ``front_top``, plus the LegoNet (once); each with its ``label`` and ``why``.
+    or the first ``front_top``, plus the LegoNet (once; not with ``legonet=False``); each with its
+    ``label`` and ``why``.
 
     ``python -m trainers.retrain space PATH`` turns it into the retrain experiment's search space;
     ``python -m workflow gather --front PATH`` labels the results with it.
@@ -124,10 +126,12 @@ def write_retrain_front(search: SearchRun, lego: Architecture, path: Path, *,
     if front_top is not None and front_top < 0:
         raise ValueError(f"--front-top: must be >= 0, got {front_top}")
     picked = pick_front(search.front, roles) if roles is not None else first_of_front(search.front, front_top)
-    archs = with_legonet(picked, lego)
+    archs = with_legonet(picked, lego) if legonet else list(picked)
+    if not archs:
+        raise ValueError("write_retrain_front: nothing to retrain (no front architecture picked and no LegoNet)")
     what = f"front {', '.join(roles)}" if roles is not None else f"first {front_top} front architecture(s)"
     save_front(path, archs, search.objectives, search.space, source=str(search.directory),
-               selection=f"{what} + LegoNet")
+               selection=f"{what} + LegoNet" if legonet else what)
     return archs
 
 
