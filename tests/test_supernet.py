@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -50,7 +51,7 @@ def tiny_overrides(data_root: Path, **extra: object) -> list[str]:
 def test_presets_validate(path):
     cfg = load_supernet_config(path)
     assert cfg.total_epochs >= 2 and cfg.data.dataset in {"cifar10", "svhn", "fashion_mnist"}
-    if path.stem != "fashion_mnist_quick":
+    if not path.stem.startswith("fashion_mnist_quick"):  # the quick presets (demo's, broad) are CPU-sized
         assert cfg.total_epochs == 1000 and cfg.data.batch_size == 512 and cfg.optimizer.lr == 0.1
         assert [p.milestones for p in cfg.sampler.phases] == [(200, 400, 450), (600, 700, 800)]
 
@@ -71,7 +72,12 @@ def test_preset_regimes():
     # clean warm-up phase, then the configured TRADES-YOPO; the paper presets never override the method
     assert quick.phase_adversarial(0).method == "clean" and quick.phase_adversarial(0).epsilon == pytest.approx(0.1)
     assert quick.phase_adversarial(1) is quick.adversarial and quick.adversarial.method == "trades_yopo"
-    assert all(p.method is None for c in names.values() if c is not quick for p in c.sampler.phases)
+    assert all(p.method is None for name, c in names.items() if not name.startswith("fashion_mnist_quick")
+               for p in c.sampler.phases)
+    broad = names["fashion_mnist_quick_broad"]  # item 3's trial: the demo's recipe over 6 blocks x 5 ratios
+    assert len(broad.sampler.blocks) == 6 and len(broad.sampler.phases[1].initial_ratios) == 5
+    assert broad.sampler.phases == tuple(replace(a, initial_ratios=b.initial_ratios, param_range=b.param_range)
+                                         for a, b in zip(quick.sampler.phases, broad.sampler.phases, strict=True))
 
 
 def test_probe_is_one_attack_and_data_root_is_recorded_absolute(tmp_path, monkeypatch):
