@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.real_evals import draw_keys, trained_subset
+from benchmarks.real_evals import draw_keys, subset_size, trained_subset
 from search_space.architecture import Architecture
 from search_space.cli import int_at_least
 from search_space.files import atomic_write_text
@@ -75,9 +75,7 @@ def mixture_keys(gene_space: GeneSpace, n: int, seed: int, *, alpha: float = 0.5
     the blocks -- and then every layer draws from them (blocks renormalised over the layer's
     candidates): some architectures are mostly narrow, some mostly wide, some mostly non-local.
     """
-    size = 1
-    for cand in gene_space.blocks:
-        size *= len(cand) * len(gene_space.ratios)
+    size = subset_size(gene_space)
     if n > size:
         raise ValueError(f"{n} draws: the subset has only {size} architectures")
     rng = np.random.default_rng([_MIXTURE_SALT, seed])
@@ -106,9 +104,7 @@ def choose_architectures(gene_space: GeneSpace, space: Any, k: int, *, seed: int
     """
     if spread not in SPREADS:
         raise ValueError(f"spread {spread!r} is not one of {list(SPREADS)}")
-    size = 1
-    for cand in gene_space.blocks:
-        size *= len(cand) * len(gene_space.ratios)
+    size = subset_size(gene_space)
     if k > size:
         raise ValueError(f"--k {k}: the subset has only {size} architectures")
     n = min(size, pool or max(40 * k, 400))

@@ -112,12 +112,18 @@ def trained_subset(config: Mapping[str, Any]) -> tuple[tuple[int, ...] | None, t
             tuple(sorted(float(r) for r in ratios)))
 
 
-def draw_keys(space: GeneSpace, n: int, seed: int) -> list[str]:
-    """The first ``n`` distinct uniform draws of ``space`` from ``default_rng([DRAW_SALT, seed])``
-    (prefix-stable in ``n``)."""
+def subset_size(space: GeneSpace) -> int:
+    """How many architectures ``space`` holds."""
     size = 1
     for cand in space.blocks:
         size *= len(cand) * len(space.ratios)
+    return size
+
+
+def draw_keys(space: GeneSpace, n: int, seed: int) -> list[str]:
+    """The first ``n`` distinct uniform draws of ``space`` from ``default_rng([DRAW_SALT, seed])``
+    (prefix-stable in ``n``)."""
+    size = subset_size(space)
     if n > size:
         raise TableError(f"--n {n}: the subset has only {size} architectures")
     rng = np.random.default_rng([DRAW_SALT, seed])
