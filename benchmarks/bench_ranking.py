@@ -261,8 +261,8 @@ def run_benchmark(checkpoint: str | Path, *, k: int = 10, config_path: str | Pat
                                epochs=finetune_epochs, milestones=(finetune_epochs,))
     evaluation = EvaluationConfig(epsilons=(eps,), steps=(steps,), seed=seed, examples=eval_examples,
                                   bn_batches=bn_batches, batch_size=batch_size)
-    settings = {"checkpoint": str(checkpoint), "k": k, "spread": spread, "config": str(config_path), "warmup_epochs": warmup_epochs,
-                "warmup_lr": warmup_lr, "epochs": scratch_cfg.epochs, "train_images": scratch_cfg.data.train_subset,
+    settings = {"checkpoint": str(checkpoint), "k": k, "spread": spread, "config": str(config_path),
+                "warmup_epochs": warmup_epochs, "warmup_lr": warmup_lr, "epochs": scratch_cfg.epochs, "train_images": scratch_cfg.data.train_subset,
                 "eval_examples": eval_examples, "steps": steps, "epsilon": eps, "bn_batches": bn_batches,
                 "finetune_epochs": finetune_epochs, "resamples": resamples, "seed": seed,
                 "blocks": list(blocks) if blocks is not None else None, "ratios": list(ratios),
@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                                warmup_lr=args.warmup_lr, epochs=args.epochs, train_images=args.train_images,
                                eval_examples=args.eval_examples, steps=args.steps, bn_batches=args.bn_batches,
                                batch_size=args.batch_size, finetune_epochs=args.finetune_epochs,
-                               resamples=args.bootstrap, seed=args.seed, data_root=args.data_root, out=args.out, spread=args.spread,
-                               overrides=args.set)
+                               resamples=args.bootstrap, seed=args.seed, data_root=args.data_root, out=args.out,
+                               spread=args.spread, overrides=args.set)
     except (ConfigError, OSError, ValueError) as e:  # CheckpointError is a ValueError
         sys.stderr.write(f"error: {e}\n")
         return 2

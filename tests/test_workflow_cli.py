@@ -16,7 +16,7 @@ from tests.conftest import REPO
 from workflow import nnictl
 from workflow.__main__ import main
 from workflow.choice import front_labels, pick_front, short_label, with_legonet
-from workflow.pipeline import PROFILES, TimeLimits, closing_lines
+from workflow.pipeline import PROFILES, TimeLimits, closing_lines, retrain_threads
 from workflow.progress import ExperimentProgress, elapsed, trial_log_dir
 from workflow.results import gather, labels_from_front
 
@@ -223,10 +223,12 @@ def test_the_demo_retrains_its_pick_on_both_cores_and_with_legonet_adds_the_lego
     monkeypatch.setattr(wp, "run_pipeline", fake_pipeline)
     monkeypatch.setattr(wp, "closing_lines", lambda s, keep: ["done"])
     demo = PROFILES["demo"]
-    assert not demo.retrain_legonet and "threads=2" in demo.retrain_overrides  # one model, both cores
+    assert not demo.retrain_legonet
+    assert retrain_threads(1, 2, cores=2) == 2 and retrain_threads(2, 2, cores=2) == 1  # one model: both cores
+    assert retrain_threads(3, 2, cores=2) == 1 and retrain_threads(1, 2, cores=1) == 1
     assert PROFILES["tiny"].retrain_legonet
     assert main(["pipeline", "--out", str(tmp_path / "a")]) == 0
     assert main(["pipeline", "--out", str(tmp_path / "b"), "--with-legonet"]) == 0
     assert seen[0] == demo
-    assert seen[1].retrain_legonet and not any(o.startswith("threads=") for o in seen[1].retrain_overrides)
+    assert seen[1].retrain_legonet and seen[1].retrain_overrides == demo.retrain_overrides
     assert seen[1].retrain_roles == demo.retrain_roles

@@ -111,9 +111,8 @@ def _pipeline(args: argparse.Namespace) -> None:
     from .pipeline import PROFILES, TimeLimits, closing_lines, run_pipeline
 
     profile = PROFILES[args.profile]
-    if args.with_legonet and not profile.retrain_legonet:
-        profile = replace(profile, retrain_legonet=True,
-                          retrain_overrides=tuple(o for o in profile.retrain_overrides if not o.startswith("threads=")))
+    if args.with_legonet:
+        profile = replace(profile, retrain_legonet=True)
     s = run_pipeline(args.out, profile, port=args.port, keep_search_ui=args.keep_ui,
                      limits=TimeLimits(args.search_timeout, args.retrain_timeout))
     sys.stdout.write("\n" + (Path(s["out"]) / "results.md").read_text())

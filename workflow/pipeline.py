@@ -60,7 +60,8 @@ class Profile:
     # when retrain_legonet. The demo retrains one model on both cores, the best under attack, as
     # long as its 20 minutes allow: accuracy needs ~45,000 training images a model, and two models
     # of that length do not fit (BENCHMARKS.md, "Quick retrain preset"). Its LegoNet is still built
-    # and reported (legonet/); `--with-legonet` retrains it too, one core each.
+    # and reported (legonet/); `--with-legonet` retrains it too. Each trial gets the cores shared
+    # by the trials that run at once (retrain_threads).
     retrain_roles: tuple[str, ...] = ("best-adv",)
     retrain_legonet: bool = False
     stats_top_k: int = 10  # subnets counted in the block/ratio statistics (paper: top 10)
@@ -75,7 +76,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "demo": Profile(retrain_overrides=("threads=2",)),
+    "demo": Profile(),
     # The integration test: every stage for real, on a sliver of Fashion-MNIST.
     "tiny": Profile(
         supernet_overrides=("data.train_subset=128", "data.val_subset=64", "validation.max_batches=1",
@@ -203,15 +204,26 @@ def _pick(out: Path, profile: Profile, py: str, exp_dir: Path, summary: dict[str
     return space
 
 
+def retrain_threads(models: int, concurrency: int, cores: int | None = None) -> int:
+    """Torch threads per retrain trial: the cores shared by the trials that run at once (one model
+    on two cores trains 1.63x as fast as on one: BENCHMARKS.md, "make demo retraining its pick alone")."""
+    from strategies.pool import cpu_cores
+
+    cores = cores or cpu_cores()
+    return max(1, cores // max(1, min(models, concurrency)))
+
+
 def _retrain(out: Path, profile: Profile, py: str, checkpoint: Path, space: Path, summary: dict[str, Any],
              limit: tuple[float, str]) -> str:
     n = len(json.loads(space.read_text())["arch"]["_value"])
     how = "fine-tuned from the supernet" if profile.retrain_init == "finetune" else "trained from scratch"
     _stage(4, f"retrain: {n} architectures {how}, evaluated on the test split (time limit {limit[0]:.0f} s)")
     # retrain.cpu.yml fine-tunes from its --checkpoint (init: auto): point it at this run's supernet
-    overrides = (f"init={profile.retrain_init}", *profile.retrain_overrides)
     template = REPO / "nni_configs" / "retrain.cpu.yml"
-    retrain_trial = nnictl.trial_command(yaml.safe_load(template.read_text())["trialCommand"], py,
+    base = yaml.safe_load(template.read_text())
+    threads = retrain_threads(n, base["trialConcurrency"])
+    overrides = (f"init={profile.retrain_init}", f"threads={threads}", *profile.retrain_overrides)
+    retrain_trial = nnictl.trial_command(base["trialCommand"], py,
                                          replace={"--checkpoint": str(checkpoint.resolve())},
                                          append=[a for o in overrides for a in ("--set", o)])
     retrain_cfg = nnictl.resolve_config(template, out / "retrain.yml", working_dir=out / "nni",
