@@ -121,10 +121,31 @@ def test_autoattack_on_a_fixed_subset_is_a_worst_case_and_has_its_column(tiny):
     assert aa["acc"] <= clean_subset
     assert (aa["epsilon"], aa["epsilon_label"], aa["version"]) == (pytest.approx(0.1), "0.1", "standard")
     assert evaluate_robustness(model, loader, config, progress=False)["autoattack"] == aa  # seeded
-    header = robustness_table({"tiny": result}, notation="plain").splitlines()[0]
-    assert header.rstrip(" |").endswith("autoattack@0.1")
-    row = robustness_table({"tiny": result}, notation="plain").splitlines()[2]
-    assert row.rstrip(" |").split("|")[-1].strip() == f"{100 * aa['acc']:.2f}"
+    # clean and PGD counted again on AutoAttack's 7 images, so the two compare like for like
+    assert aa["clean_acc"] == pytest.approx(clean_subset)
+    assert aa["pgd"]["steps"] == 3 and aa["pgd"]["epsilon"] == pytest.approx(0.1)
+    assert round(7 * aa["pgd"]["acc"]) == pytest.approx(7 * aa["pgd"]["acc"])
+    table = robustness_table({"tiny": result}, notation="plain").splitlines()
+    assert table[0].rstrip(" |").endswith("pgd3@0.1 (AA's images) | autoattack@0.1")
+    cells = [c.strip() for c in table[2].strip(" |").split("|")]
+    assert cells[-2:] == [f"{100 * aa['pgd']['acc']:.2f}", f"{100 * aa['acc']:.2f}"]
+
+
+def test_autoattack_on_every_image_has_the_grid_pgd_and_no_extra_column(tiny):
+    model, x, y = tiny
+    config = EvaluationConfig(epsilons=(0.05, 0.1), steps=(2, 3), autoattack=True, autoattack_steps=2,
+                              autoattack_queries=10, seed=1)
+    result = evaluate_robustness(model, [(x, y)], config, progress=False)
+    aa = result["autoattack"]
+    assert aa["num_examples"] == result["num_examples"] == 12
+    assert aa["clean_acc"] == result["clean_acc"]
+    pgd = {(r["steps"], r["epsilon"]): r["acc"] for r in result["pgd"]}
+    assert aa["pgd"] == {"steps": 3, "epsilon": 0.1, "acc": pgd[(3, 0.1)]}  # AA's ε, the most steps
+    assert "AA's images" not in robustness_table({"tiny": result}, notation="plain")
+    off_grid = evaluate_robustness(model, [(x, y)], EvaluationConfig(
+        epsilons=(0.05,), steps=(2,), autoattack=True, autoattack_epsilon=0.1, autoattack_steps=2,
+        autoattack_queries=10), progress=False)
+    assert off_grid["autoattack"]["pgd"] is None  # the grid has no PGD at AutoAttack's ε
 
 
 def test_retrain_presets_run_autoattack():
@@ -154,3 +175,29 @@ def test_report_results_carry_the_autoattack_epsilon(tmp_path):
     r = read_result(tmp_path / "result.json", "front")
     table = robustness_table([("x", r.evaluation())], notation="plain")
     assert "autoattack@0.05" in table.splitlines()[0] and "| 25.00 |" in table
+    assert "AA's images" not in table  # a result without PGD on AutoAttack's images: no such column
+
+
+def test_results_put_pgd_on_autoattacks_images_beside_it(tmp_path):
+    import json
+
+    from workflow.results import gather
+
+    key = "-".join(["0:4"] * 16)
+    pgd = [{"epsilon": 0.05, "steps": 10, "acc": 0.4}, {"epsilon": 0.1, "steps": 10, "acc": 0.3}]
+    for name, aa in (("subset", {"epsilon": 0.1, "acc": 0.35, "num_examples": 4, "clean_acc": 0.5,
+                                 "pgd": {"steps": 10, "epsilon": 0.1, "acc": 0.5}}),
+                     ("all", {"epsilon": 0.1, "acc": 0.25, "num_examples": 10, "clean_acc": 0.5,
+                              "pgd": {"steps": 10, "epsilon": 0.1, "acc": 0.3}})):
+        d = tmp_path / name
+        d.mkdir()
+        test = {"num_examples": 10, "params": 5, "clean_acc": 0.5, "pgd": pgd, "autoattack": aa}
+        (d / "result.json").write_text(json.dumps({"architecture": key, "init": "scratch", "params": 5,
+                                                   "clean_acc": 0.5, "adv_acc": 0.3, "test": test}))
+    csv, md, _ = gather([tmp_path / "subset"])
+    assert "AutoAttack ran on the first 4 of them (±25.0 points)" in md
+    assert "| pgd10@0.1 | pgd10@0.1 (AA's images) | autoattack@0.1 |" in md
+    assert "| 30.00 | 50.00 | 35.00 |" in md  # AutoAttack above the grid's PGD, below PGD on its images
+    assert csv.splitlines()[0].split(",")[-4:-2] == ["autoattack_examples", "autoattack_pgd"]
+    csv, md, _ = gather([tmp_path / "all"])
+    assert "AutoAttack ran" not in md and "AA's images" not in md and "autoattack_pgd" not in csv

@@ -192,12 +192,13 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _count_correct(model: nn.Module, attack: torchattacks.attack.Attack, x: Tensor, y: Tensor) -> int:
+def _correct(model: nn.Module, attack: torchattacks.attack.Attack, x: Tensor, y: Tensor) -> Tensor:
+    """Per-image mask: still classified correctly after ``attack``."""
     # Attacks need autograd even if the caller evaluates under torch.no_grad().
     with torch.enable_grad():
         x_adv = attack(x, y)
     with torch.no_grad():
-        return int((model(x_adv).argmax(1) == y).sum())
+        return model(x_adv).argmax(1) == y
 
 
 # torchattacks' names of AutoAttack's attacks, as in Croce & Hein's reports.
@@ -268,15 +269,23 @@ def autoattack_cascade(model: nn.Module, attacks: Sequence[tuple[str, torchattac
     return robust, after
 
 
+def _autoattack_pgd_index(grid: list[tuple[float, int]], aa_eps: float | None) -> int | None:
+    """The grid entry compared with AutoAttack on its images: PGD at AutoAttack's ε, most steps."""
+    at = [(steps, k) for k, (eps, steps) in enumerate(grid) if aa_eps is not None and abs(eps - aa_eps) < 1e-12]
+    return max(at)[1] if at else None
+
+
 @dataclass
 class _Counts:
     """Correct predictions so far: clean, per (ε, steps) of the grid, AutoAttack (and after each of
-    its attacks); and images seen (by AutoAttack)."""
+    its attacks, and clean and PGD on its images); and images seen (by AutoAttack)."""
 
     pgd: list[int]
     clean: int = 0
     autoattack: int = 0
     autoattack_after: dict[str, int] = field(default_factory=dict)
+    autoattack_clean: int = 0
+    autoattack_pgd: int = 0
     autoattack_total: int = 0
     total: int = 0
 
@@ -288,13 +297,18 @@ def _count_batch(model: nn.Module, x: Tensor, y: Tensor, config: EvaluationConfi
         logits = model(x)
     counts.clean += int((logits.argmax(1) == y).sum())
     counts.total += y.numel()
-    for k, (eps, steps) in enumerate(grid):
-        attack = torchattacks.PGD(model, eps=eps, alpha=config.step_size_ratio * eps, steps=steps, random_start=True)
-        counts.pgd[k] += _count_correct(model, attack, x, y)
     take = y.numel()
     if config.autoattack_examples is not None:
         take = max(0, min(take, config.autoattack_examples - counts.autoattack_total))
+    same = _autoattack_pgd_index(grid, aa_eps) if config.autoattack else None
+    for k, (eps, steps) in enumerate(grid):
+        attack = torchattacks.PGD(model, eps=eps, alpha=config.step_size_ratio * eps, steps=steps, random_start=True)
+        correct = _correct(model, attack, x, y)
+        counts.pgd[k] += int(correct.sum())
+        if k == same:
+            counts.autoattack_pgd += int(correct[:take].sum())
     if config.autoattack and take:
+        counts.autoattack_clean += int((logits[:take].argmax(1) == y[:take]).sum())
         n_classes = num_classes if num_classes is not None else logits.shape[1]
         attacks = autoattack_attacks(model, config, aa_eps, n_classes)
         robust, after = autoattack_cascade(model, attacks, x[:take], y[:take])
@@ -325,7 +339,12 @@ def _result(model: nn.Module, config: EvaluationConfig, grid: list[tuple[float, 
             {"epsilon": aa_eps, "epsilon_label": epsilon_label(aa_eps), "version": config.autoattack_version,
              "acc": counts.autoattack / counts.autoattack_total, "num_examples": counts.autoattack_total,
              # robust accuracy after each attack of the cascade (the last one is acc)
-             "after": {name: n / counts.autoattack_total for name, n in counts.autoattack_after.items()}}
+             "after": {name: n / counts.autoattack_total for name, n in counts.autoattack_after.items()},
+             # clean and PGD on the same images: AutoAttack often runs on a subset of the grid's images
+             "clean_acc": counts.autoattack_clean / counts.autoattack_total,
+             "pgd": ({"steps": grid[same][1], "epsilon": grid[same][0],
+                      "acc": counts.autoattack_pgd / counts.autoattack_total}
+                     if (same := _autoattack_pgd_index(grid, aa_eps)) is not None else None)}
             if config.autoattack
             else None
         ),
@@ -365,11 +384,14 @@ def evaluate_robustness(
     dict
         ``{"num_examples": int, "params": int, "clean_acc": float,
         "pgd": [{"epsilon", "epsilon_label", "steps", "step_size", "acc"}, ...],
-        "autoattack": {"epsilon", "epsilon_label", "version", "acc", "num_examples", "after"} or None,
+        "autoattack": {"epsilon", "epsilon_label", "version", "acc", "num_examples", "after", "clean_acc",
+        "pgd"} or None,
         "config": {...}}``, accuracies as fractions in [0, 1]. AutoAttack's ``acc`` is the
         per-image worst case over its attacks (:func:`worst_case_correct`) on its
         ``num_examples`` images (the first ``autoattack_examples``); ``after`` the robust
-        accuracy after each attack of the cascade.
+        accuracy after each attack of the cascade; ``clean_acc`` and ``pgd`` (``{"steps",
+        "epsilon", "acc"}`` of the grid's PGD at AutoAttack's ε with the most steps, None when
+        the grid lacks that ε) on those same images, so the two attacks compare like for like.
     """
     config = config or EvaluationConfig(epsilons=PAPER_EPSILONS)
     if config.epsilons is None:

@@ -22,7 +22,7 @@ import numpy as np
 from search_space.encoding import BLOCKS, RATIOS, Architecture, ArchitectureError
 from trainers.tables import epsilon_label, robustness_table
 
-from .output import csv_text, images_caption
+from .output import csv_text, images_caption, standard_error_points
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class RetrainResult:
     seed: int | None = None  # None: a mean over several seeds
     num_examples: int | None = None  # test images (None: not recorded, or differs between runs)
     autoattack_epsilon: float | None = None  # None: not recorded (then the grid's largest ε)
+    autoattack_examples: int | None = None  # images AutoAttack ran on (None: not recorded)
+    autoattack_pgd: float | None = None  # the grid's PGD at AutoAttack's ε on AutoAttack's images
 
     @property
     def set_name(self) -> str:
@@ -80,11 +82,15 @@ class RetrainResult:
 
     def evaluation(self) -> dict[str, Any]:
         """The shape :func:`trainers.tables.robustness_table` renders."""
+        aa_eps = (self.autoattack_epsilon if self.autoattack_epsilon is not None
+                  else max((e for _, e, _, _ in self.pgd), default=0.0))
+        aa_steps = max((s for s, e, _, _ in self.pgd if abs(e - aa_eps) < 1e-12), default=None)
         return {"params": self.params, "clean_acc": self.clean_acc, "num_examples": self.num_examples,
                 "pgd": [{"steps": s, "epsilon": e, "epsilon_label": lab, "acc": a} for s, e, lab, a in self.pgd],
-                "autoattack": ({"epsilon": self.autoattack_epsilon if self.autoattack_epsilon is not None
-                                else max((e for _, e, _, _ in self.pgd), default=0.0),
-                                "acc": self.autoattack} if self.autoattack is not None else None)}
+                "autoattack": ({"epsilon": aa_eps, "acc": self.autoattack, "num_examples": self.autoattack_examples,
+                                "pgd": ({"steps": aa_steps, "epsilon": aa_eps, "acc": self.autoattack_pgd}
+                                        if self.autoattack_pgd is not None else None)}
+                               if self.autoattack is not None else None)}
 
 
 def metric_key(steps: int, epsilon_label: str) -> str:
@@ -153,7 +159,15 @@ def read_result(path: str | os.PathLike, set_label: str) -> RetrainResult:
         sources=(str(path.parent),), seed=None if seed is None else int(seed),
         num_examples=None if examples is None else int(examples),
         autoattack_epsilon=_number(aa, "epsilon", f"{path}.test.autoattack", optional=True)
-        if isinstance(aa, Mapping) else None)
+        if isinstance(aa, Mapping) else None,
+        autoattack_examples=_optional_int(aa, "num_examples", f"{path}.test.autoattack"),
+        autoattack_pgd=_number(aa["pgd"], "acc", f"{path}.test.autoattack.pgd")
+        if isinstance(aa, Mapping) and isinstance(aa.get("pgd"), Mapping) else None)
+
+
+def _optional_int(record: Any, key: str, where: str) -> int | None:
+    value = _number(record, key, where, optional=True) if isinstance(record, Mapping) else None
+    return None if value is None else int(value)
 
 
 def result_files(source: str | os.PathLike, what: str = "--retrain") -> tuple[Path, list[Path]]:
@@ -207,11 +221,14 @@ def aggregate(results: Sequence[RetrainResult]) -> list[RetrainResult]:
                     for j, (s, e, lab, _) in enumerate(rs[0].pgd))
         advs = [r.adv_acc for r in rs if r.adv_acc is not None]
         examples = {r.num_examples for r in rs}
+        aa_examples = {r.autoattack_examples for r in rs}
         out.append(RetrainResult(label, init, key, rs[0].params, float(np.mean([r.clean_acc for r in rs])),
                                  float(np.mean(advs)) if advs else None, pgd,
                                  _mean_or_none([r.autoattack for r in rs]), len(rs),
                                  tuple(s for r in rs for s in r.sources), None,
-                                 examples.pop() if len(examples) == 1 else None, rs[0].autoattack_epsilon))
+                                 examples.pop() if len(examples) == 1 else None, rs[0].autoattack_epsilon,
+                                 aa_examples.pop() if len(aa_examples) == 1 else None,
+                                 _mean_or_none([r.autoattack_pgd for r in rs])))
         logger.info("%s (%s): %s averaged over %d runs", label, init, key, len(rs))
     return out
 
@@ -220,6 +237,10 @@ def result_row(r: RetrainResult, label: str) -> dict[str, Any]:
     """One row of ``results.csv`` (the report's and ``gather``'s): label, set, sizes, accuracies, key."""
     return {"label": label, "set": r.set_name, "init": r.init, "seed": r.seed, "runs": r.runs,
             "params": r.params, "num_examples": r.num_examples, "adv_acc": r.adv_acc, **r.metrics(),
+            # AutoAttack's images and the grid's PGD on them, when it ran on a subset
+            **({"autoattack_examples": r.autoattack_examples, "autoattack_pgd": r.autoattack_pgd}
+               if r.autoattack_pgd is not None and r.autoattack_examples and r.num_examples
+               and r.autoattack_examples < r.num_examples else {}),
             "architecture": r.architecture, "dir": ";".join(r.sources)}
 
 
@@ -244,7 +265,21 @@ def table_caption(results: Sequence[RetrainResult]) -> str:
     inits = sorted({r.init for r in results})
     how = f"; all {INIT_NAMES.get(inits[0], inits[0])}" if len(inits) == 1 else ""
     return (f"Test split, {images_caption([r.num_examples for r in results])}; accuracies in %, "
-            f"PGD columns `pgd<steps>@<epsilon>`{how}.\n")
+            f"PGD columns `pgd<steps>@<epsilon>`{how}.{autoattack_caption(results)}\n")
+
+
+def autoattack_caption(results: Sequence[RetrainResult]) -> str:
+    """`` AutoAttack ran on the first 100 of them (±5.0 points)...`` when it ran on fewer images
+    than PGD (pointing to the column of PGD on those images when the results have it); empty otherwise."""
+    fewer = sorted({r.autoattack_examples for r in results if r.autoattack is not None
+                    and r.autoattack_examples and r.num_examples and r.autoattack_examples < r.num_examples})
+    if not fewer:
+        return ""
+    n = f"{fewer[0]}–{fewer[-1]}" if len(fewer) > 1 else str(fewer[0])
+    text = f" AutoAttack ran on the first {n} of them (±{standard_error_points(fewer[0]):.1f} points)"
+    if any(r.autoattack_pgd is not None for r in results):
+        return text + ", so compare it with the column before it, the grid's PGD at its ε on those same images."
+    return text + "."
 
 
 def labels_from_front(path: str | os.PathLike | None) -> dict[str, str]:
