@@ -19,7 +19,9 @@ read from ``--data-root`` when it is there; otherwise (a machine without network
 torchvision's CIFAR-10 file layout is synthesised under ``--out`` (``data.source: synthetic``:
 the timings hold, the accuracies mean nothing). Exit codes: 0 done, 2 usage error, 3 no CUDA
 device (``--device cpu`` runs the same check on the CPU, e.g. at tiny sizes), 4 bf16's YOPO
-disagrees with float64 beyond the thresholds where float32 agrees.
+disagrees with float64 beyond the thresholds where float32 agrees, 5 the bf16-mixed supernet
+training hit a non-finite loss (recorded under ``supernet.bf16-mixed.diverged``; the stages after it
+still run on the float32 supernet).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.methods import NonFiniteLossError
+
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "configs" / "supernet" / "cifar10_2s1_eps8.yml"
 RETRAIN = REPO / "configs" / "retrain" / "cifar10.yml"
@@ -47,7 +51,7 @@ CIFAR_DIR = "cifar-10-batches-py"
 # cosine with float64's is at least MIN_COSINE and its attack reaches MIN_ATTACK_RATIO of float32's KL.
 MIN_COSINE = 0.9
 MIN_ATTACK_RATIO = 0.9
-EXIT_NO_GPU, EXIT_GRADIENTS = 3, 4
+EXIT_NO_GPU, EXIT_GRADIENTS, EXIT_DIVERGED = 3, 4, 5
 CIFAR_TRAIN_IMAGES = 50_000
 
 logger = logging.getLogger("benchmarks.gpu_check")
@@ -313,7 +317,15 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     with unverified_cifar10() if synthetic else contextlib.nullcontext():
         for precision in ("32-true", "bf16-mixed"):
             t = time.monotonic()
-            report["supernet"][precision] = train(args, root, out / f"supernet-{precision}", precision)
+            try:
+                report["supernet"][precision] = train(args, root, out / f"supernet-{precision}", precision)
+            except NonFiniteLossError as e:
+                if precision == "32-true":  # every later stage needs the float32 supernet
+                    raise
+                # bf16 diverging is a finding of the check, not a reason to lose the stages after it
+                logger.error("supernet training in %s diverged: %s", precision, e)
+                report["supernet"][precision] = {"precision": precision, "diverged": {
+                    "step": e.step, "batch": e.batch, "loss": e.value}, "wall_s": time.monotonic() - t}
             stages[f"supernet_{precision}"] = time.monotonic() - t
         ckpt = report["supernet"]["32-true"]["checkpoint"]
         t = time.monotonic()
@@ -372,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: YOPO under bf16 autocast disagrees with float64 (float32 agrees): {json.dumps(bad)}, "
                          f"attack KL ratio {grads['attack_kl_ratio_bf16_vs_float32']:.3f}\n")
         return EXIT_GRADIENTS
+    diverged = {p: r["diverged"] for p, r in report["supernet"].items() if "diverged" in r}
+    if diverged:
+        sys.stderr.write(f"error: supernet training diverged (non-finite loss) in {json.dumps(diverged)}; "
+                         "float32 trained: keep trainer.precision at 32-true\n")
+        return EXIT_DIVERGED
     return 0
 
 

@@ -8,7 +8,8 @@
 #   benchmarks/gpu_check.sh --data-root /data/cifar  # any flag of python -m benchmarks.gpu_check
 #   benchmarks/gpu_check.sh --device cpu --steps 2 --batch-size 8 --workers 0   # no GPU: tiny, on the CPU
 #
-# Exit codes: 0 done, 2 usage error, 3 no CUDA device, 4 bf16's YOPO disagrees with float64.
+# Exit codes: 0 done, 2 usage error, 3 no CUDA device, 4 bf16's YOPO disagrees with float64,
+# 5 bf16-mixed supernet training hit a NaN loss (the other stages still ran).
 # The JSON is also written to $OUT/gpu_check.json when OUT is set (e.g. the device machine's output folder).
 set -eu
 cd "$(dirname "$0")/.."

@@ -13,6 +13,7 @@ import torch
 from benchmarks import gpu_check
 from tests.conftest import REPO
 from trainers.data import get_splits, is_present
+from trainers.methods import NonFiniteLossError
 
 KEYS = {"device", "torch", "data", "supernet", "yopo_gradients", "search_trial", "retrain_epoch", "stage_seconds"}
 
@@ -62,3 +63,40 @@ def test_runs_end_to_end_on_the_cpu(tmp_path):
     assert report["retrain_epoch"]["img_per_s"] > 0
     assert set(report["stage_seconds"]) >= {"data", "supernet_32-true", "supernet_bf16-mixed", "yopo_gradients",
                                             "search_trial", "retrain_epoch", "total"}
+
+
+def test_a_bf16_divergence_is_recorded_and_the_later_stages_still_run(tmp_path, monkeypatch, capsys):
+    """bf16-mixed hitting NaN is a finding (exit 5), not a crash that loses the float32 stages after it."""
+    calls = []
+
+    def train(args, root, out, precision):
+        calls.append(precision)
+        if precision == "bf16-mixed":
+            raise NonFiniteLossError(float("nan"), step=82, batch=31)
+        return {"precision": precision, "checkpoint": str(tmp_path / "supernet.ckpt")}
+
+    monkeypatch.setattr(gpu_check, "train", train)
+    monkeypatch.setattr(gpu_check, "compare_yopo_gradients", lambda *a: {"verdict": "ok"})
+    monkeypatch.setattr(gpu_check, "search_trial", lambda args, ckpt, *a: calls.append(("search", ckpt)) or {
+        "architecture": "arch"})
+    monkeypatch.setattr(gpu_check, "retrain_epoch", lambda args, ckpt, arch, *a: calls.append(("retrain", arch)) or {
+        "img_per_s": 1.0})
+    rc = gpu_check.main(["--device", "cpu", "--steps", "2", "--batch-size", "4", "--val-size", "8",
+                         "--eval-examples", "8", "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == gpu_check.EXIT_DIVERGED == 5
+    report = json.loads(out)
+    assert report["supernet"]["bf16-mixed"]["diverged"] == {"step": 82, "batch": 31, "loss": pytest.approx(
+        float("nan"), nan_ok=True)}
+    assert calls == ["32-true", "bf16-mixed", ("search", str(tmp_path / "supernet.ckpt")), ("retrain", "arch")]
+    assert "stage_seconds" in report and "diverged" in err and '"step": 82' in err
+
+
+def test_a_float32_divergence_stops_the_check(tmp_path, monkeypatch):
+    def train(args, root, out, precision):
+        raise NonFiniteLossError(float("inf"), step=3)
+
+    monkeypatch.setattr(gpu_check, "train", train)
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        gpu_check.main(["--device", "cpu", "--steps", "2", "--batch-size", "4", "--val-size", "8",
+                        "--eval-examples", "8", "--out", str(tmp_path / "out")])

@@ -195,10 +195,13 @@ def trades_kl(logits_clean: Tensor, logits_adv: Tensor, *, reduction: str = "bat
         TRADES and YOPO reference code; only the gradient's sign matters there).
     """
     log_p_adv = F.log_softmax(logits_adv, dim=1)
-    p_clean = F.softmax(logits_clean, dim=1)
+    # The clean distribution as log-probabilities: with p = softmax(·), a class whose probability
+    # underflows to 0 (a logit gap over ~104 in float32) makes ∂KL/∂p = log 0 = -inf and the
+    # softmax's backward 0 · inf = NaN, a NaN gradient under a finite loss (seen on a GPU).
+    log_p_clean = F.log_softmax(logits_clean, dim=1)
     if reduction == "none":
-        return F.kl_div(log_p_adv, p_clean, reduction="none").sum(dim=1)
-    return F.kl_div(log_p_adv, p_clean, reduction=reduction)
+        return F.kl_div(log_p_adv, log_p_clean, reduction="none", log_target=True).sum(dim=1)
+    return F.kl_div(log_p_adv, log_p_clean, reduction=reduction, log_target=True)
 
 
 class TradesLoss(NamedTuple):
