@@ -253,3 +253,25 @@ def test_kill_and_resume_is_exact(tmp_path, data_root):
     log = [json.loads(x) for x in (tmp_path / "split" / "architectures.rank0.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (tmp_path / "full" / "architectures.rank0.jsonl").read_text().splitlines()]
     assert [x.get("arch") for x in log] == [x.get("arch") for x in ref]
+
+
+def test_nan_weights_at_an_epoch_end_stop_training_before_the_checkpoint(tmp_path, data_root):
+    """A NaN gradient on an epoch's last step leaves a finite loss but NaN weights: last.ckpt keeps the epoch before."""
+    from trainers.methods import NonFiniteLossError, TrainingMethod
+
+    cfg = load_supernet_config(QUICK, tiny_overrides(data_root, **{"data.train_subset": 8}))  # one step per epoch
+    real_step = TrainingMethod.step
+
+    def step(self, model, *args, **kwargs):
+        metrics = real_step(self, model, *args, **kwargs)
+        if kwargs.get("step") == 1:  # the last step of epoch 2, after its (finite) loss
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return metrics
+
+    with mock.patch.object(TrainingMethod, "step", step), \
+            pytest.raises(NonFiniteLossError, match=r"non-finite supernet weights \(1 tensors, e\.g\. .*\) .*step 2"):
+        train_supernet(cfg, tmp_path / "run", epochs=3, report_to_nni=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 1 and ckpt["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

@@ -42,7 +42,7 @@ from .attacks import pgd_attack
 from .bn import recalibrate_bn
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, check_space, checkpoint_space
 from .config import config_to_dict, in_nni_trial
-from .methods import training_method
+from .methods import NonFiniteLossError, training_method
 from .sampler import ArchitectureSampler
 from .supernet_config import SupernetConfig
 from .supernet_data import derive_seed
@@ -186,6 +186,17 @@ class SupernetModule(pl.LightningModule):
                 self.log(f"train/{key}", metrics[key], prog_bar=True, batch_size=bs)
         self.log("train/params", float(self.sampler.current_params or 0), batch_size=bs)
 
+    def _check_weights_finite(self) -> None:
+        # A NaN gradient is applied before the next step's loss shows it; on an epoch's last step it
+        # would reach last.ckpt, and resuming would diverge again. One reduction per epoch.
+        tensors = [(n, t) for n, t in self.supernet.state_dict().items() if t.is_floating_point()]
+        if tensors and torch.isfinite(torch.stack([t.detach().float().sum() for _, t in tensors])).all():
+            return
+        bad = [n for n, t in tensors if not torch.isfinite(t).all()]
+        if bad:
+            raise NonFiniteLossError(float("nan"), what=f"supernet weights ({len(bad)} tensors, e.g. {bad[0]})",
+                                     step=self.global_step)
+
     def on_train_epoch_end(self) -> None:
         if self.trainer.world_size > 1:
             # DDP averages gradients but BN running statistics are per rank: take rank 0's.
@@ -203,6 +214,7 @@ class SupernetModule(pl.LightningModule):
         self._last_val = None
         if self.log_epochs and self.global_rank == 0:
             self._log_epoch(record)
+        self._check_weights_finite()
         if self.log_dir is not None:
             ckpt_dir = self.log_dir / "checkpoints"
             # the kept epoch first, last.ckpt last: a crash between them resumes the epoch before and writes both
