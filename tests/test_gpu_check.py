@@ -15,6 +15,8 @@ from tests.conftest import REPO
 from trainers.data import get_splits, is_present
 from trainers.methods import NonFiniteLossError
 
+# main()'s arguments when its stages are monkeypatched (nothing trains)
+STUBBED_RUN = ["--device", "cpu", "--steps", "2", "--batch-size", "4", "--val-size", "8", "--eval-examples", "8"]
 KEYS = {"device", "torch", "data", "supernet", "yopo_gradients", "search_trial", "retrain_epoch", "stage_seconds"}
 
 
@@ -81,8 +83,7 @@ def test_a_bf16_divergence_is_recorded_and_the_later_stages_still_run(tmp_path, 
         "architecture": "arch"})
     monkeypatch.setattr(gpu_check, "retrain_epoch", lambda args, ckpt, arch, *a: calls.append(("retrain", arch)) or {
         "img_per_s": 1.0})
-    rc = gpu_check.main(["--device", "cpu", "--steps", "2", "--batch-size", "4", "--val-size", "8",
-                         "--eval-examples", "8", "--out", str(tmp_path / "out")])
+    rc = gpu_check.main([*STUBBED_RUN, "--out", str(tmp_path / "out")])
     out, err = capsys.readouterr()
     assert rc == gpu_check.EXIT_DIVERGED == 5
     report = json.loads(out)
@@ -98,5 +99,4 @@ def test_a_float32_divergence_stops_the_check(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gpu_check, "train", train)
     with pytest.raises(NonFiniteLossError, match="step 3"):
-        gpu_check.main(["--device", "cpu", "--steps", "2", "--batch-size", "4", "--val-size", "8",
-                        "--eval-examples", "8", "--out", str(tmp_path / "out")])
+        gpu_check.main([*STUBBED_RUN, "--out", str(tmp_path / "out")])

@@ -36,6 +36,7 @@ from torch import Tensor
 from search_space.encoding import Architecture, atomic_write_text
 from search_space.oneshot import activate, inherit_subnet, to_one_shot
 from search_space.params import count_params
+from search_space.subnet_weights import nonfinite_tensors
 from search_space.supernet import TamNasSpace
 
 from .attacks import pgd_attack
@@ -188,11 +189,8 @@ class SupernetModule(pl.LightningModule):
 
     def _check_weights_finite(self) -> None:
         # A NaN gradient is applied before the next step's loss shows it; on an epoch's last step it
-        # would reach last.ckpt, and resuming would diverge again. One reduction per epoch.
-        tensors = [(n, t) for n, t in self.supernet.state_dict().items() if t.is_floating_point()]
-        if tensors and torch.isfinite(torch.stack([t.detach().float().sum() for _, t in tensors])).all():
-            return
-        bad = [n for n, t in tensors if not torch.isfinite(t).all()]
+        # would reach last.ckpt, and resuming would diverge again.
+        bad = nonfinite_tensors(self.supernet)
         if bad:
             raise NonFiniteLossError(float("nan"), what=f"supernet weights ({len(bad)} tensors, e.g. {bad[0]})",
                                      step=self.global_step)
